@@ -1,0 +1,76 @@
+"""Farthest-point sampling and k-nearest neighbours on ``(B, N, C)`` tensors (CPU or CUDA).
+
+Why our own FPS: the usual implementations start at index 0, so the sampled centres, and with
+them the whole model, change when the input points are permuted. We start from the point farthest
+from the centroid, which depends only on the geometry.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def square_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances ``(B, M, C), (B, N, C) -> (B, M, N)``.
+
+    Uses the ``|a|^2 - 2ab + |b|^2`` expansion (one matmul, no ``(B, M, N, C)`` temporary);
+    clamped at 0 against rounding.
+    """
+    d = (a * a).sum(-1, keepdim=True) - 2.0 * a @ b.transpose(1, 2) + (b * b).sum(-1).unsqueeze(1)
+    return d.clamp_min_(0.0)
+
+
+def gather(points: Tensor, idx: Tensor) -> Tensor:
+    """Pick rows of ``points (B, N, C)`` by ``idx (B, *S)`` -> ``(B, *S, C)``."""
+    b, _, c = points.shape
+    flat = idx.reshape(b, -1)
+    out = torch.gather(points, 1, flat.unsqueeze(-1).expand(-1, -1, c))
+    return out.reshape(*idx.shape, c)
+
+
+@torch.no_grad()
+def farthest_point_sample(xyz: Tensor, n: int) -> Tensor:
+    """Indices of ``n`` farthest-point samples, ``(B, N, 3) -> (B, n)`` (long).
+
+    The first sample is the point farthest from the cloud's centroid, so the result is a
+    function of the point *set*, not of its order (up to exact distance ties).
+    If ``n > N`` the ``N`` distinct samples are repeated cyclically (documented rule: a cloud
+    with too few points yields repeated centres rather than an error).
+    """
+    b, num, _ = xyz.shape
+    if n <= 0:
+        raise ValueError(f"farthest_point_sample: n must be positive, got {n}")
+    if num == 0:
+        raise ValueError("farthest_point_sample: the cloud has no points")
+    if n > num:
+        base = farthest_point_sample(xyz, num)
+        reps = -(-n // num)
+        return base.repeat(1, reps)[:, :n]
+    xyz = xyz.float()
+    centroid = xyz.mean(dim=1, keepdim=True)
+    far = ((xyz - centroid) ** 2).sum(-1).argmax(-1)  # (B,)
+    idx = torch.empty(b, n, dtype=torch.long, device=xyz.device)
+    dist = torch.full((b, num), float("inf"), device=xyz.device)
+    batch = torch.arange(b, device=xyz.device)
+    for i in range(n):
+        idx[:, i] = far
+        centre = xyz[batch, far].unsqueeze(1)  # (B, 1, 3)
+        torch.minimum(dist, ((xyz - centre) ** 2).sum(-1), out=dist)
+        far = dist.argmax(-1)
+    return idx
+
+
+@torch.no_grad()
+def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` nearest ``ref`` points of each query, ``(B, M, 3), (B, N, 3) -> (B, M, k)``.
+
+    Sorted nearest first. If ``k > N`` the nearest ones are repeated (same rule as FPS).
+    """
+    num = ref.shape[1]
+    if k > num:
+        base = knn(query, ref, num)
+        reps = -(-k // num)
+        return base.repeat(1, 1, reps)[..., :k]
+    d = square_distance(query.float(), ref.float())
+    return d.topk(k, dim=-1, largest=False, sorted=True).indices
