@@ -1,0 +1,16 @@
+"""APPT task models, their config, and trained-weights-only checkpoints."""
+
+from appt.models.base import APPTModel
+from appt.models.classification import APPTForClassification
+from appt.models.config import VARIANTS, APPTConfig
+from appt.models.io import load_trained, save_trained, trained_state_dict
+
+__all__ = [
+    "VARIANTS",
+    "APPTConfig",
+    "APPTForClassification",
+    "APPTModel",
+    "load_trained",
+    "save_trained",
+    "trained_state_dict",
+]

@@ -1,0 +1,138 @@
+"""The trainable point embedding: raw points -> ``G`` tokens at the backbone's width.
+
+A Point-PN-style hierarchy: a per-point linear embedding, then ``S`` stages that each sample
+centres by FPS, group ``k`` neighbours, aggregate local geometry and pool. Its last feature map
+is also the source of the point-prompts (see ``prompts.py``), which is why the prompt generator
+needs no parameters of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from appt.embedding.geometry_encoding import GeometryEncoding
+from appt.embedding.layers import LinearBNReLU, ResidualBlock, batch_norm
+from appt.geometry import farthest_point_sample, gather, knn
+
+
+@dataclass
+class EmbeddingOutput:
+    """What the embedding hands on.
+
+    ``tokens``: ``(B, G, D)`` last-stage features (the point embeddings);
+    ``centers``: ``(B, G, 3)`` their xyz;
+    ``stages``: per level ``(xyz (B, N_s, 3), features (B, N_s, C_s))``, level 0 being the input
+    points — what segmentation needs to propagate features back to every point.
+    """
+
+    tokens: Tensor
+    centers: Tensor
+    stages: list[tuple[Tensor, Tensor]]
+
+
+class LocalGeometryStage(nn.Module):
+    """One stage: FPS + kNN + local geometry aggregation + max/mean pooling.
+
+    ``(xyz (B, N, 3), feat (B, N, Cin)) -> (centres (B, G, 3), feat (B, G, Cout))``.
+    The neighbour/centre concatenation followed by a linear layer is computed as two linear maps
+    applied *per point before gathering* (``W [f_j, f_c] = W1 f_j + W2 f_c``): the same function,
+    ``k`` times fewer multiplications.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_centers: int,
+        k: int,
+        num_blocks: int,
+        expansion: float,
+        alpha: float,
+        beta: float,
+    ) -> None:
+        super().__init__()
+        self.num_centers = num_centers
+        self.k = k
+        self.neighbour_proj = nn.Linear(in_dim, out_dim, bias=False)
+        self.centre_proj = nn.Linear(in_dim, out_dim, bias=False)
+        self.bn = nn.BatchNorm1d(out_dim)
+        self.geometry = GeometryEncoding(out_dim, alpha, beta)
+        self.blocks = nn.Sequential(*[ResidualBlock(out_dim, expansion) for _ in range(num_blocks)])
+
+    def forward(self, xyz: Tensor, feat: Tensor) -> tuple[Tensor, Tensor]:
+        centre_idx = farthest_point_sample(xyz, self.num_centers)  # (B, G)
+        centres = gather(xyz, centre_idx)  # (B, G, 3)
+        neighbours = knn(centres, xyz, self.k)  # (B, G, k)
+
+        rel = gather(xyz, neighbours) - centres.unsqueeze(2)  # (B, G, k, 3)
+        # One scale per cloud (not per group): groups keep their relative sizes, and a sample's
+        # output never depends on the other samples of the batch.
+        scale = rel.flatten(1).std(dim=1).clamp_min(1e-5).view(-1, 1, 1, 1)
+        rel = rel / scale
+
+        h = gather(self.neighbour_proj(feat), neighbours)  # (B, G, k, Cout)
+        h = h + gather(self.centre_proj(feat), centre_idx).unsqueeze(2)
+        h = batch_norm(h, self.bn).relu()
+        pe = self.geometry(rel)
+        h = self.blocks((h + pe) * pe)
+        return centres, h.amax(dim=2) + h.mean(dim=2)
+
+
+class PointEmbedding(nn.Module):
+    """Raw points ``(B, N, C_in)`` (xyz first) -> ``EmbeddingOutput`` with ``G = centers[-1]`` tokens.
+
+    ``widths[-1]`` is the token width; when it differs from ``out_dim`` a final linear layer maps
+    it there ("linear layers to the frozen model's width").
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int,
+        embed_dim: int = 96,
+        centers: tuple[int, ...] = (512, 256, 128, 64),
+        neighbors: tuple[int, ...] = (40, 40, 40, 40),
+        widths: tuple[int, ...] = (192, 384, 768, 768),
+        blocks: tuple[int, ...] = (2, 1, 1, 1),
+        expansion: float = 0.5,
+        alpha: float = 1000.0,
+        beta: float = 100.0,
+    ) -> None:
+        super().__init__()
+        if in_channels < 3:
+            raise ValueError(f"in_channels must be at least 3 (xyz first), got {in_channels}")
+        if not (len(centers) == len(neighbors) == len(widths) == len(blocks)) or not centers:
+            raise ValueError(
+                "centers, neighbors, widths and blocks need one entry per stage, got "
+                f"{len(centers)}, {len(neighbors)}, {len(widths)}, {len(blocks)}"
+            )
+        self.in_channels = in_channels
+        self.raw = LinearBNReLU(in_channels, embed_dim)
+        dims = (embed_dim, *widths)
+        self.stages = nn.ModuleList(
+            LocalGeometryStage(dims[i], dims[i + 1], centers[i], neighbors[i], blocks[i], expansion, alpha, beta)
+            for i in range(len(centers))
+        )
+        self.proj = nn.Linear(widths[-1], out_dim) if widths[-1] != out_dim else nn.Identity()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.stages[-1].num_centers
+
+    def forward(self, points: Tensor) -> EmbeddingOutput:
+        if points.dim() != 3 or points.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"expected points of shape (B, N, {self.in_channels}), got {tuple(points.shape)}"
+            )
+        xyz = points[..., :3].contiguous()
+        feat = self.raw(points)
+        stages = [(xyz, feat)]
+        for stage in self.stages:
+            xyz, feat = stage(xyz, feat)
+            stages.append((xyz, feat))
+        return EmbeddingOutput(tokens=self.proj(feat), centers=xyz, stages=stages)
+
+
+__all__ = ["EmbeddingOutput", "LocalGeometryStage", "PointEmbedding"]

@@ -1,0 +1,39 @@
+"""Location for tokens that have no natural order.
+
+A point cloud has no token order for a fixed position embedding to index, so the position
+feature is computed from the token set itself: ``X`` and its offset from the set mean
+``X - mean(X)`` (both permutation-equivariant) are mixed by a 1x1 convolution (2 -> 1 channel,
+3 parameters) and added to ``X``. An optional learnable table stands in for the backbone's own
+position embeddings; since FPS orders tokens by geometry (from an order-free start), the table
+indexes geometric ranks, not input order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionMixing(nn.Module):
+    """``(B, G, D) -> (B, G, D)``: ``X + w0 X + w1 (X - mean_G X) + b``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(2, 1, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        relative = x - x.mean(dim=1, keepdim=True)
+        stacked = torch.stack((x, relative), dim=1)  # (B, 2, G, D)
+        return x + self.mix(stacked).squeeze(1)
+
+
+class PositionTable(nn.Module):
+    """A learnable ``(1, T, D)`` table added to a token sequence of length ``T``."""
+
+    def __init__(self, num_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(1, num_tokens, dim))
+        nn.init.trunc_normal_(self.table, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.table

@@ -1,0 +1,176 @@
+"""``APPTModel``: point embedding -> position feature -> frozen backbone with point-prompts.
+
+The shared trunk of every APPT task model. Subclasses add a readout/head (classification,
+segmentation). Which tensors train is decided here, once, from ``config.variant``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from appt.backbones import build_backbone
+from appt.backbones.base import Backbone, BackboneSpec
+from appt.embedding import EmbeddingOutput, PointEmbedding, PositionMixing, PositionTable, insert_prompt, make_prompt
+from appt.models.config import APPTConfig
+from appt.models.io import load_trained, read_config_dict, save_trained
+from appt.models.lora import add_lora
+from appt.models.summary import count_parameters, format_summary
+
+M = TypeVar("M", bound="APPTModel")
+
+
+def _build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
+    """Build the backbone; random weights come from a fixed ``seed`` so that a model rebuilt from
+    its saved config gets the very same frozen tensors (they are not in the checkpoint)."""
+    if spec.pretrained:
+        return build_backbone(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(spec)
+
+
+class APPTModel(nn.Module):
+    """Trunk ``(B, N, C_in) -> tokens (B, T, D)`` with ``T = c + P + G``.
+
+    ``c`` is 1 if the backbone has a class token else 0, ``P`` the number of prompted blocks,
+    ``G`` the number of point tokens (``config.centers[-1]``).
+    """
+
+    def __init__(self, config: APPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        spec = config.backbone
+        if config.variant == "random_backbone":
+            spec = dataclasses.replace(spec, pretrained=False)
+        backbone = _build_backbone(spec, config.backbone_seed)
+        self.width = backbone.width
+        self.backbone_identity = config.backbone.identity()
+        # encoder_only keeps the width of the backbone it replaces, so the comparison is like for like.
+        self.backbone: Backbone | None = None if config.variant == "encoder_only" else backbone
+
+        widths = tuple(w if w > 0 else self.width for w in config.widths)
+        self.embedding = PointEmbedding(
+            in_channels=config.in_channels,
+            out_dim=self.width,
+            embed_dim=config.embed_dim,
+            centers=config.centers,
+            neighbors=config.neighbors,
+            widths=widths,
+            blocks=config.blocks,
+            expansion=config.block_expansion,
+            alpha=config.alpha,
+            beta=config.beta,
+        )
+        use_position = config.variant != "no_position"
+        self.position = PositionMixing() if use_position and config.position_mixing else None
+        self.num_class_tokens = 1 if self.backbone is not None and self.backbone.cls_token is not None else 0
+        self.table = (
+            PositionTable(self.num_class_tokens + self.embedding.num_tokens, self.width)
+            if use_position and config.position_table
+            else None
+        )
+        self.norm = self._make_norm(backbone)
+        if config.variant == "lora" and self.backbone is not None:
+            add_lora(self.backbone, config.lora_rank, config.lora_alpha)
+        self._set_trainable()
+
+    @property
+    def num_prompt_blocks(self) -> int:
+        if self.backbone is None or self.config.variant == "no_prompts":
+            return 0
+        depth = self.backbone.depth
+        wanted = depth if self.config.prompt_blocks is None else self.config.prompt_blocks
+        return max(0, min(wanted, depth))
+
+    def _make_norm(self, backbone: Backbone) -> nn.Module:
+        """A trainable copy of the backbone's final LayerNorm (a fresh one if it has none)."""
+        final = backbone.final_norm
+        if isinstance(final, nn.LayerNorm) and final.normalized_shape == (self.width,):
+            return copy.deepcopy(final)
+        return nn.LayerNorm(self.width)
+
+    def _set_trainable(self) -> None:
+        """Apply the freezing rule of ``config.variant`` to every parameter."""
+        variant = self.config.variant
+        for p in self.parameters():
+            p.requires_grad_(True)
+        if self.backbone is not None and variant != "full_finetune":
+            for name, p in self.backbone.named_parameters():
+                p.requires_grad_(variant == "lora" and "lora_" in name)
+        if variant == "linear_probe":
+            for module in (self.embedding, self.position, self.table):
+                if module is not None:
+                    module.requires_grad_(False)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that must stay in eval mode while training (no dropout, fixed BN statistics)."""
+        frozen: list[nn.Module] = []
+        if self.backbone is not None and self.config.variant != "full_finetune":
+            frozen.append(self.backbone)
+        if self.config.variant == "linear_probe":
+            frozen.append(self.embedding)
+        return frozen
+
+    def train(self, mode: bool = True) -> "APPTModel":
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def encode(self, points: Tensor) -> tuple[Tensor, EmbeddingOutput]:
+        """``(B, N, C_in) -> (tokens (B, c + P + G, D) after the final norm, embedding output)``."""
+        emb = self.embedding(points)
+        x = emb.tokens
+        if self.position is not None:
+            x = self.position(x)
+        if self.num_class_tokens:
+            x = torch.cat((self.backbone.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        if self.table is not None:
+            x = self.table(x)
+        if self.backbone is not None:
+            x = self.run_backbone(x, make_prompt(emb.tokens))
+        return self.norm(x), emb
+
+    def run_backbone(self, x: Tensor, prompt: Tensor) -> Tensor:
+        """Frozen blocks with cumulative prompt insertion, ``(B, c + G, D) -> (B, c + P + G, D)``."""
+        backbone = self.backbone
+        num_points = self.embedding.num_tokens
+        x = backbone.prepare_tokens(x)
+        prompt = backbone.prepare_tokens(prompt)
+        for i, block in enumerate(backbone.blocks):
+            if i < self.num_prompt_blocks:
+                x = insert_prompt(x, prompt, self.num_class_tokens + i, num_points)
+            x = block(x)
+        return x
+
+    # --- peft-style conveniences -------------------------------------------------------------
+    def count_parameters(self) -> tuple[int, int]:
+        """``(trainable, total)`` parameter counts."""
+        return count_parameters(self)
+
+    def summary(self) -> str:
+        """One line: trainable / total parameters and their ratio."""
+        return format_summary(self)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write only the trained weights (safetensors) and the config (JSON) to folder ``path``."""
+        save_trained(self, path)
+
+    def load_trained(self, path: str | os.PathLike) -> None:
+        """Load weights saved by ``save_pretrained``; refuses those of another backbone/variant."""
+        load_trained(self, path)
+
+    @classmethod
+    def from_pretrained(cls: type[M], path: str | os.PathLike, **overrides) -> M:
+        """Rebuild the model from its saved config (backbone from its own spec) and load its weights."""
+        data = read_config_dict(path)
+        data.update(overrides)
+        model = cls(APPTConfig.from_dict(data))
+        model.load_trained(path)
+        return model

@@ -1,0 +1,27 @@
+"""``APPTForClassification``: the trunk + an order-free readout + an MLP head."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from appt.models.base import APPTModel
+from appt.models.config import APPTConfig
+from appt.models.heads import ClassificationHead, mean_max_pool
+
+
+class APPTForClassification(APPTModel):
+    """``points (B, N, C_in) -> logits (B, num_classes)``.
+
+    Readout: the trainable final norm (in the trunk), ``[mean, max]`` over all tokens (class
+    token, prompt outputs and point tokens), dropout, then the MLP head.
+    """
+
+    def __init__(self, config: APPTConfig) -> None:
+        super().__init__(config)
+        self.readout_dropout = nn.Dropout(config.readout_dropout)
+        self.head = ClassificationHead(2 * self.width, config.num_classes, config.head_hidden, config.head_dropout)
+        self._set_trainable()
+
+    def forward(self, points: Tensor) -> Tensor:
+        tokens, _ = self.encode(points)
+        return self.head(self.readout_dropout(mean_max_pool(tokens)))

@@ -1,0 +1,88 @@
+"""``APPTConfig``: everything needed to rebuild an APPT model, stored beside its trained weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from appt.backbones.base import BackboneSpec
+from appt.errors import ConfigError
+
+VARIANTS = (
+    "appt",  # the method
+    "encoder_only",  # same embedding + head, no backbone
+    "random_backbone",  # frozen backbone with random weights
+    "linear_probe",  # embedding frozen too: only the readout norm and head train
+    "full_finetune",  # everything trains, backbone included
+    "no_prompts",  # APPT without point-prompts
+    "no_position",  # APPT without position mixing and table
+    "lora",  # LoRA on the backbone's attention (peft) + embedding + head
+)
+
+
+@dataclass
+class APPTConfig:
+    """Model settings. Stage tuples have one entry per embedding stage.
+
+    ``widths[-1] <= 0`` means "the backbone's width". ``prompt_blocks=None`` prompts every block.
+    Defaults follow the authors' demo (4 stages, 1024 -> 64 tokens, k = 40); see
+    ``configs/`` for lighter CPU settings.
+    """
+
+    backbone: BackboneSpec = field(default_factory=lambda: BackboneSpec("hf_text", "minilm"))
+    num_classes: int = 40
+    in_channels: int = 3
+    embed_dim: int = 96
+    centers: tuple[int, ...] = (512, 256, 128, 64)
+    neighbors: tuple[int, ...] = (40, 40, 40, 40)
+    widths: tuple[int, ...] = (192, 384, 768, -1)
+    blocks: tuple[int, ...] = (2, 1, 1, 1)
+    block_expansion: float = 0.5
+    alpha: float = 1000.0
+    beta: float = 100.0
+    position_mixing: bool = True
+    position_table: bool = True
+    prompt_blocks: int | None = None
+    readout_dropout: float = 0.1
+    head_hidden: tuple[int, ...] = (512, 256)
+    head_dropout: float = 0.5
+    variant: str = "appt"
+    backbone_seed: int = 0  # seeds random backbone weights (random_backbone / pretrained=False)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone, dict):
+            self.backbone = BackboneSpec(**self.backbone)
+        for name in ("centers", "neighbors", "widths", "blocks", "head_hidden"):
+            value = getattr(self, name)
+            setattr(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"model.variant: unknown variant {self.variant!r}; known: {', '.join(VARIANTS)}")
+        if self.num_classes < 1:
+            raise ConfigError(f"model.num_classes must be positive, got {self.num_classes}")
+        if self.in_channels < 3:
+            raise ConfigError(f"model.in_channels must be at least 3 (xyz first), got {self.in_channels}")
+        stages = len(self.centers)
+        if len(self.neighbors) == 1:
+            self.neighbors = self.neighbors * stages
+        if not stages or len(self.neighbors) != stages or len(self.widths) != stages or len(self.blocks) != stages:
+            raise ConfigError(
+                "model.centers, neighbors, widths and blocks need one entry per stage, got "
+                f"{len(self.centers)}, {len(self.neighbors)}, {len(self.widths)}, {len(self.blocks)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "APPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"model: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)

@@ -1,0 +1,128 @@
+"""Trained-weights-only checkpoints: a safetensors file plus a JSON config naming the backbone.
+
+Like ``peft`` adapters, a saved APPT model holds only what training changed (everything outside
+the frozen backbone, plus any backbone tensor that trains in the ``lora``/``full_finetune``
+variants); the frozen backbone is rebuilt from its spec. A file made for another backbone or
+variant is refused with a message saying which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from appt.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from appt.models.base import APPTModel
+
+WEIGHTS_NAME = "appt_weights.safetensors"
+CONFIG_NAME = "appt_config.json"
+
+
+def trained_state_dict(model: "APPTModel") -> dict[str, Tensor]:
+    """The tensors a checkpoint holds: all outside ``backbone.``, and backbone tensors that train."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {
+        name: t.detach().contiguous()
+        for name, t in model.state_dict().items()
+        if not name.startswith("backbone.") or name in trainable
+    }
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_trained(model: "APPTModel", path: str | os.PathLike) -> Path:
+    """Save ``model``'s trained weights to ``path`` (a ``.safetensors`` file, or a folder that gets
+    ``appt_weights.safetensors`` + ``appt_config.json``). Returns the weights file."""
+    path = Path(path)
+    weights = path if path.suffix == ".safetensors" else path / WEIGHTS_NAME
+    config_json = json.dumps(model.config.to_dict(), sort_keys=True)
+    metadata = {
+        "format": "appt",
+        "task": type(model).__name__,
+        "backbone": model.backbone_identity,
+        "variant": model.config.variant,
+        "config": config_json,
+    }
+    _atomic_save(trained_state_dict(model), weights, metadata)
+    if path.suffix != ".safetensors":
+        (path / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    return weights
+
+
+def resolve_weights(path: str | os.PathLike) -> Path:
+    """The weights file for ``path`` (the file itself or ``path/appt_weights.safetensors``)."""
+    path = Path(path)
+    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such weights file")
+    return weights
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of an appt weights file, with a clear error for anything else."""
+    weights = resolve_weights(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(weights))
+    except (SafetensorsError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    if metadata.get("format") != "appt":
+        raise CheckpointError(f"{weights}: not an appt checkpoint (no appt metadata)")
+    return tensors, metadata
+
+
+def read_config_dict(path: str | os.PathLike) -> dict:
+    """The model config stored in an appt weights file (or its folder)."""
+    weights = resolve_weights(path)
+    _, metadata = read_checkpoint(weights)
+    return json.loads(metadata["config"])
+
+
+def load_trained(model: "APPTModel", path: str | os.PathLike) -> None:
+    """Load trained weights into ``model``; refuse weights made for another backbone, variant or shape."""
+    weights = resolve_weights(path)
+    tensors, metadata = read_checkpoint(weights)
+    if metadata.get("backbone") != model.backbone_identity:
+        raise CheckpointError(
+            f"{weights}: weights were trained for backbone {metadata.get('backbone')!r}, "
+            f"but this model uses {model.backbone_identity!r}"
+        )
+    if metadata.get("variant") != model.config.variant:
+        raise CheckpointError(
+            f"{weights}: weights are for variant {metadata.get('variant')!r}, this model is {model.config.variant!r}"
+        )
+    expected = trained_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: tensors do not match this model's configuration "
+            f"(missing: {', '.join(missing[:5]) or 'none'}; unexpected: {', '.join(unexpected[:5]) or 'none'})"
+        )
+    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if tensors[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"{weights}: tensor shapes differ from this model's: {'; '.join(wrong[:5])}")
+    model.load_state_dict(tensors, strict=False)
