@@ -3,7 +3,10 @@
 A point cloud has no token order for a fixed position embedding to index, so the position
 feature is computed from the token set itself: ``X`` and its offset from the set mean
 ``X - mean(X)`` (both permutation-equivariant) are mixed by a 1x1 convolution (2 -> 1 channel,
-3 parameters) and added to ``X``. An optional learnable table stands in for the backbone's own
+2 weights) and added to ``X``. The paper's mixing convolution also has a bias, but a scalar
+added to every channel of every token is removed exactly by the LayerNorm that always follows
+(backbone input norm, pre-LN blocks, or the readout norm): it never receives a gradient, so we
+leave it out. An optional learnable table stands in for the backbone's own
 position embeddings; since FPS orders tokens by geometry (from an order-free start), the table
 indexes geometric ranks, not input order.
 """
@@ -15,11 +18,11 @@ from torch import Tensor, nn
 
 
 class PositionMixing(nn.Module):
-    """``(B, G, D) -> (B, G, D)``: ``X + w0 X + w1 (X - mean_G X) + b``."""
+    """``(B, G, D) -> (B, G, D)``: ``X + w0 X + w1 (X - mean_G X)``."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.mix = nn.Conv2d(2, 1, kernel_size=1)
+        self.mix = nn.Conv2d(2, 1, kernel_size=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         relative = x - x.mean(dim=1, keepdim=True)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safetensors import SafetensorsError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -82,12 +82,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     """Tensors and metadata of an appt weights file, with a clear error for anything else."""
     weights = resolve_weights(path)
     try:
-        from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(weights))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
     if metadata.get("format") != "appt":
         raise CheckpointError(f"{weights}: not an appt checkpoint (no appt metadata)")

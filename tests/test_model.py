@@ -1,0 +1,197 @@
+"""The APPT model: order-free outputs, the freezing rule, prompt insertion, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from appt import APPTConfig, APPTForClassification, BackboneSpec
+from appt.errors import CheckpointError
+from appt.models import VARIANTS, trained_state_dict
+
+TINY_POINT = BackboneSpec("point_mae", pretrained=False, options={"depth": 3, "width": 48, "heads": 4})
+MINILM = BackboneSpec("hf_text", "minilm")
+
+
+def small_config(backbone: BackboneSpec = TINY_POINT, **overrides) -> APPTConfig:
+    """A light 2-stage embedding so tests run in seconds on 2 CPU cores."""
+    settings = dict(
+        backbone=backbone, num_classes=10, embed_dim=24, centers=(128, 32), neighbors=(12, 12),
+        widths=(48, -1), blocks=(1, 1), head_hidden=(64,),
+    )
+    settings.update(overrides)
+    return APPTConfig(**settings)
+
+
+def train_steps(model, clouds, labels, steps: int = 3, lr: float = 1e-2) -> list[float]:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(clouds), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("backbone", [TINY_POINT, MINILM], ids=["point_mae", "minilm"])
+def test_permuting_points_leaves_eval_logits_unchanged(real_clouds, backbone):
+    torch.manual_seed(0)
+    clouds, labels = real_clouds
+    model = APPTForClassification(small_config(backbone))
+    train_steps(model, clouds[:8], labels[:8], steps=2)  # non-trivial BN statistics
+    model.eval()
+    perm = torch.randperm(clouds.shape[1], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = model(clouds[:8])
+        b = model(clouds[:8, perm])
+    assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_training_changes_exactly_the_trainable_tensors(real_clouds):
+    torch.manual_seed(0)
+    clouds, labels = real_clouds
+    model = APPTForClassification(small_config())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("backbone.") for n in frozen)
+    assert {n for n in trainable if n.startswith("backbone.")} == set()
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # every tensor offered: the freezing must hold anyway
+    model.train()
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(clouds), labels).backward()
+        for name, p in model.named_parameters():
+            if name in frozen:
+                assert p.grad is None, f"gradient reached frozen {name}"
+        opt.step()
+    after = model.state_dict()
+    for name in frozen:
+        assert torch.equal(before[name], after[name]), name
+    for name in trainable:
+        assert not torch.equal(before[name], after[name]), f"{name} did not change"
+
+
+def test_prompts_add_no_parameters_and_sequences_grow_as_specified(real_clouds):
+    clouds, _ = real_clouds
+    with_prompts = APPTForClassification(small_config(prompt_blocks=2))
+    without = APPTForClassification(small_config(variant="no_prompts"))
+    assert with_prompts.count_parameters() == without.count_parameters()
+
+    lengths_in, lengths_out = [], []
+
+    def record(module, inputs, output) -> None:
+        lengths_in.append(inputs[0].shape[1])
+        lengths_out.append(output.shape[1])
+
+    for block in with_prompts.backbone.blocks:
+        block.register_forward_hook(record)
+    with_prompts.eval()
+    with torch.no_grad():
+        with_prompts(clouds[:2])
+    c, g = with_prompts.num_class_tokens, 32
+    assert c == 1
+    # blocks 0 and 1 get a fresh prompt each; block 2 runs on what block 1 returned
+    assert lengths_in == [c + 1 + g, c + 2 + g, c + 2 + g]
+    assert lengths_out == lengths_in
+
+
+def test_all_blocks_prompted_by_default(real_clouds):
+    clouds, _ = real_clouds
+    model = APPTForClassification(small_config()).eval()
+    seen: list[int] = []
+    model.backbone.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(o.shape[1]) and None)
+    with torch.no_grad():
+        model(clouds[:2])
+    assert seen == [1 + 3 + 32]
+
+
+def test_minilm_backbone_loads_offline_and_loss_falls_on_real_shapes(real_clouds):
+    torch.manual_seed(0)
+    clouds, labels = real_clouds
+    model = APPTForClassification(small_config(MINILM))
+    assert model.width == 384 and model.backbone.depth == 6
+    losses = train_steps(model, clouds, labels, steps=8, lr=3e-3)
+    assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_vit_b_width_default_trains_under_five_percent():
+    model = APPTForClassification(APPTConfig(backbone=BackboneSpec("timm_vit", "vit_base_patch16_224", pretrained=False), num_classes=40))
+    trainable, total = model.count_parameters()
+    assert model.width == 768
+    assert trainable / total < 0.05, model.summary()
+    assert f"{trainable:,}" in model.summary() and f"{total:,}" in model.summary()
+
+
+def test_save_load_round_trip_reproduces_logits(real_clouds, tmp_path):
+    torch.manual_seed(0)
+    clouds, labels = real_clouds
+    model = APPTForClassification(small_config())
+    train_steps(model, clouds[:8], labels[:8], steps=2)
+    model.eval()
+    model.save_pretrained(tmp_path / "w")
+    saved = trained_state_dict(model)
+    assert not any(k.startswith("backbone.") for k in saved)  # only what trains (+ BN statistics)
+
+    torch.manual_seed(123)  # a different init everywhere: loading must restore all that matters
+    loaded = APPTForClassification.from_pretrained(tmp_path / "w").eval()
+    with torch.no_grad():
+        assert torch.equal(model(clouds[:4]), loaded(clouds[:4]))
+
+
+def test_loading_into_another_backbone_fails_clearly(tmp_path):
+    model = APPTForClassification(small_config())
+    model.save_pretrained(tmp_path / "w")
+    other = APPTForClassification(small_config(MINILM))
+    with pytest.raises(CheckpointError, match="backbone"):
+        other.load_trained(tmp_path / "w")
+    wider = APPTForClassification(small_config(num_classes=7))
+    with pytest.raises(CheckpointError, match="shape"):
+        wider.load_trained(tmp_path / "w")
+    with pytest.raises(CheckpointError, match="no such"):
+        model.load_trained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_builds_runs_and_says_what_trains(real_clouds, variant):
+    clouds, _ = real_clouds
+    model = APPTForClassification(small_config(variant=variant))
+    model.eval()
+    with torch.no_grad():
+        assert model(clouds[:2]).shape == (2, 10)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    backbone_trainable = {n for n in names if n.startswith("backbone.")}
+    if variant == "encoder_only":
+        assert model.backbone is None
+    elif variant == "full_finetune":
+        assert backbone_trainable == {n for n, _ in model.backbone.named_parameters(prefix="backbone")}
+    elif variant == "lora":
+        assert backbone_trainable and all("lora_" in n for n in backbone_trainable)
+    else:
+        assert not backbone_trainable
+    if variant == "linear_probe":
+        assert not any(n.startswith(("embedding.", "position.", "table.")) for n in names)
+        assert any(n.startswith("head.") for n in names)
+    if variant == "no_position":
+        assert model.position is None and model.table is None
+
+
+def test_random_backbone_is_reproducible_and_differs_from_pretrained():
+    a = APPTForClassification(small_config(MINILM, variant="random_backbone"))
+    b = APPTForClassification(small_config(MINILM, variant="random_backbone"))
+    p = APPTForClassification(small_config(MINILM))
+    wa, wb, wp = (m.backbone.blocks[0].state_dict() for m in (a, b, p))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wp[k]) for k in wa)
+
+
+def test_wrong_input_shape_is_refused(real_clouds):
+    clouds, _ = real_clouds
+    model = APPTForClassification(small_config(in_channels=6)).eval()
+    with pytest.raises(ValueError, match=r"\(B, N, 6\)"):
+        model(clouds[:2])
