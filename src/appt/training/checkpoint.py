@@ -1,0 +1,120 @@
+"""Checkpoints that survive being killed: atomic file replacement and the resumable training state.
+
+Two kinds of files live in ``RUN_DIR/checkpoints/``:
+  - ``last/`` and ``best/``: the trained weights only, as written by the model's
+    ``save_pretrained`` (safetensors + JSON config) — what ``appt eval`` / ``appt predict`` load;
+  - ``resume.pt``: everything ``--resume`` needs to continue bit-identically (trainable weights and
+    buffers, optimizer, scheduler, position in the epoch, running sums, best-so-far).
+Every file is written to a temporary name in the same folder, flushed to disk, then moved over the
+old one with ``os.replace`` (atomic on POSIX), so a crash while writing leaves the previous good
+file in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from appt.errors import CheckpointError
+
+TMP_MARK = ".tmp-"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` to fill a temporary file, then atomically move it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> None:
+    """Delete temporaries left by a process killed while writing (never a finished file)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.rglob(f"*{TMP_MARK}*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def publish_weights(model: Any, target: str | os.PathLike) -> Path:
+    """``model.save_pretrained`` into a scratch folder, then move each file atomically into ``target``.
+
+    The JSON config is identical across a run's saves, so per-file atomicity is enough: the weights
+    file in ``target`` is always a complete one.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_MARK}", dir=target.parent))
+    try:
+        model.save_pretrained(scratch)
+        for f in sorted(scratch.iterdir(), key=lambda p: p.suffix == ".safetensors"):
+            _fsync(f)
+            os.replace(f, target / f.name)
+        _fsync(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Trainable parameters and all buffers (BN statistics), cloned: what training changes."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    params = {n for n, _ in model.named_parameters()}
+    return {
+        n: t.detach().clone()
+        for n, t in model.state_dict().items()
+        if n in trainable or n not in params
+    }
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Copy ``state`` (from :func:`trainable_state_dict`) into ``model``; mismatch -> CheckpointError."""
+    own = model.state_dict()
+    missing = [n for n in trainable_state_dict(model) if n not in state]
+    unknown = [n for n in state if n not in own]
+    bad = [n for n in state if n in own and own[n].shape != state[n].shape]
+    if missing or unknown or bad:
+        first = (missing or unknown or bad)[0]
+        raise CheckpointError(
+            f"{source}: does not fit this model ({len(missing)} missing, {len(unknown)} unknown, "
+            f"{len(bad)} wrongly shaped tensors, e.g. {first!r})"
+        )
+    with torch.no_grad():
+        for n, t in state.items():
+            own[n].copy_(t)
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Atomically write the resumable state (tensors, numbers, strings, nested dicts/lists)."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read :func:`save_training_state`'s file (no pickled code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no resumable checkpoint (was the run started with appt train?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
