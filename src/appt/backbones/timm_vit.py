@@ -1,0 +1,84 @@
+"""timm Vision Transformers (ViT-B/16, DINOv2, ...) as frozen APPT backbones.
+
+Only the parts APPT drives are kept: the block stack, the final norm, ``norm_pre`` (identity for
+most ViTs, a LayerNorm for CLIP-style ones) and the class token. The patch embedding and head
+are dropped. DINOv2 register tokens are not exposed (the protocol has one class token); layer
+scale lives inside the blocks and needs nothing here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from appt.backbones._loading import check_options, load_checked, read_state_dict, seeded, strip_prefixes
+from appt.backbones.base import Backbone, BackboneSpec
+from appt.errors import ConfigError
+
+KNOWN_OPTIONS = {"seed"}
+
+
+def _create(spec: BackboneSpec) -> nn.Module:
+    """Build the timm model; downloads only for ``pretrained=True`` without a local checkpoint."""
+    from_hub = spec.pretrained and not spec.checkpoint
+    try:
+        with seeded(spec.options.get("seed", 0)):
+            return timm.create_model(spec.name, pretrained=from_hub, num_classes=0)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ConfigError(f"timm_vit: unknown timm model '{spec.name}' (see timm.list_models('vit*'))") from exc
+        raise
+
+
+def _load_checkpoint(model: nn.Module, path: Path) -> None:
+    """Load a local timm-layout weights file; the model's own filter converts other ViT layouts."""
+    state = strip_prefixes(read_state_dict(path), ("module.",))
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.", "head_drop."))}
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)  # resamples pos_embed to the model's grid, maps JAX/DINOv2 names
+    used = ("blocks.", "norm.", "norm_pre.", "cls_token", "pos_embed")
+    load_checked(model, state, path, required=lambda k: k.startswith(used))
+
+
+class TimmViTBackbone(Backbone):
+    """Frozen timm ViT by model name (``vit_base_patch16_224``, ``vit_small_patch14_dinov2``...).
+
+    ``spec.checkpoint``: a local ``.pth``/``.bin``/``.safetensors`` state dict in timm layout
+    (``head.*`` ignored). ``pretrained=True`` without a checkpoint uses timm's own pretrained
+    loading (the Hugging Face cache); ``pretrained=False`` never downloads. ``cls_token`` =
+    ``model.cls_token`` plus the class slot of ``pos_embed`` when the model has one.
+    """
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        check_options("timm_vit", spec.options, KNOWN_OPTIONS)
+        model = _create(spec)
+        if not isinstance(getattr(model, "blocks", None), nn.Sequential | nn.ModuleList) or not hasattr(model, "norm"):
+            raise ConfigError(f"timm_vit: '{spec.name}' is not a plain ViT (needs .blocks and .norm)")
+        if spec.pretrained and spec.checkpoint:
+            _load_checkpoint(model, Path(spec.checkpoint))
+        self.width = int(model.embed_dim)
+        self.blocks = nn.ModuleList(model.blocks)
+        self.final_norm = model.norm
+        self.norm_pre = getattr(model, "norm_pre", nn.Identity())
+        self.cls_token = _class_token(model)
+
+    def prepare_tokens(self, x: Tensor) -> Tensor:
+        """``(B, T, D) -> (B, T, D)``: the ViT's pre-norm (identity for most ViTs)."""
+        return self.norm_pre(x)
+
+
+def _class_token(model: nn.Module) -> nn.Parameter | None:
+    cls = getattr(model, "cls_token", None)
+    if cls is None:
+        return None
+    pos = getattr(model, "pos_embed", None)
+    if pos is not None and not getattr(model, "no_embed_class", False):
+        cls = cls + pos[:, :1]  # the class slot of the position table
+    return nn.Parameter(cls.detach().clone())
