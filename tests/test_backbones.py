@@ -348,6 +348,8 @@ def every_backbone(minilm, roberta_dir, clip_dir):
 def test_every_backbone_is_frozen_and_maps_token_sequences_of_any_length(every_backbone, name) -> None:
     backbone = every_backbone[name]
     assert all(not p.requires_grad for p in backbone.parameters())
+    # one name per tensor, so trainable-only checkpoints (full fine-tune, LoRA) see no aliases
+    assert len(list(backbone.named_parameters(remove_duplicate=False))) == len(list(backbone.parameters()))
     assert backbone.cls_token is None or backbone.cls_token.shape == (1, 1, backbone.width)
     for tokens in (1, 5, 17):
         x = torch.randn(2, tokens, backbone.width)

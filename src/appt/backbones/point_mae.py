@@ -99,10 +99,11 @@ class PointMAEBackbone(Backbone):
         if width % heads:
             raise ConfigError(f"point_mae: width {width} is not divisible by heads {heads}")
         with seeded(opts["seed"]):
-            self.encoder = PointTransformerEncoder(width, int(opts["depth"]), heads, float(opts["mlp_ratio"]))
+            encoder = PointTransformerEncoder(width, int(opts["depth"]), heads, float(opts["mlp_ratio"]))
         if state is not None:
-            load_checked(self.encoder, state, Path(spec.checkpoint), required=lambda k: k.startswith("blocks."))
+            load_checked(encoder, state, Path(spec.checkpoint), required=lambda k: k.startswith("blocks."))
+        # Keep only what APPT drives, each tensor under one name (no aliases in state dicts).
         self.width = width
-        self.blocks = self.encoder.blocks.blocks
-        self.final_norm = self.encoder.norm
-        self.cls_token = nn.Parameter((self.encoder.cls_token + self.encoder.cls_pos).detach().clone())
+        self.blocks = encoder.blocks.blocks
+        self.final_norm = encoder.norm
+        self.cls_token = nn.Parameter((encoder.cls_token + encoder.cls_pos).detach().clone())

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import timm
-import torch
 from torch import Tensor, nn
 
 from appt.backbones._loading import check_options, load_checked, read_state_dict, seeded, strip_prefixes
@@ -34,13 +33,17 @@ def _create(spec: BackboneSpec) -> nn.Module:
         raise
 
 
-def _load_checkpoint(model: nn.Module, path: Path) -> None:
-    """Load a local timm-layout weights file; the model's own filter converts other ViT layouts."""
+def _read_checkpoint(path: Path) -> dict[str, Tensor]:
+    """A local weights file as a timm-layout state dict without the classifier (``head.*``)."""
     state = strip_prefixes(read_state_dict(path), ("module.",))
-    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.", "head_drop."))}
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+
+def _load_checkpoint(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """Load ``state``; the model's own filter converts other ViT layouts (JAX, DINOv2, pos_embed size)."""
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
-        state = filter_fn(state, model)  # resamples pos_embed to the model's grid, maps JAX/DINOv2 names
+        state = filter_fn(state, model)
     used = ("blocks.", "norm.", "norm_pre.", "cls_token", "pos_embed")
     load_checked(model, state, path, required=lambda k: k.startswith(used))
 
@@ -58,11 +61,13 @@ class TimmViTBackbone(Backbone):
         super().__init__()
         self.spec = spec
         check_options("timm_vit", spec.options, KNOWN_OPTIONS)
+        path = Path(spec.checkpoint) if spec.pretrained and spec.checkpoint else None
+        state = _read_checkpoint(path) if path else None  # a bad file fails before the model is built
         model = _create(spec)
         if not isinstance(getattr(model, "blocks", None), nn.Sequential | nn.ModuleList) or not hasattr(model, "norm"):
             raise ConfigError(f"timm_vit: '{spec.name}' is not a plain ViT (needs .blocks and .norm)")
-        if spec.pretrained and spec.checkpoint:
-            _load_checkpoint(model, Path(spec.checkpoint))
+        if state is not None:
+            _load_checkpoint(model, state, path)
         self.width = int(model.embed_dim)
         self.blocks = nn.ModuleList(model.blocks)
         self.final_norm = model.norm
