@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from appt.backbones import build_backbone
-from appt.backbones.base import Backbone, BackboneSpec
+from appt.backbones.base import Backbone
 from appt.embedding import EmbeddingOutput, PointEmbedding, PositionMixing, PositionTable, insert_prompt, make_prompt
 from appt.models.config import APPTConfig
 from appt.models.io import load_trained, read_config_dict, save_trained
@@ -24,15 +24,6 @@ from appt.models.summary import count_parameters, format_summary
 
 M = TypeVar("M", bound="APPTModel")
 
-
-def _build_backbone(spec: BackboneSpec, seed: int) -> Backbone:
-    """Build the backbone; random weights come from a fixed ``seed`` so that a model rebuilt from
-    its saved config gets the very same frozen tensors (they are not in the checkpoint)."""
-    if spec.pretrained:
-        return build_backbone(spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_backbone(spec)
 
 
 class APPTModel(nn.Module):
@@ -48,7 +39,9 @@ class APPTModel(nn.Module):
         spec = config.backbone
         if config.variant == "random_backbone":
             spec = dataclasses.replace(spec, pretrained=False)
-        backbone = _build_backbone(spec, config.backbone_seed)
+        # Random weights (random_backbone / pretrained=False) come from the spec's own seed
+        # (``options.seed``), so a model rebuilt from its saved config gets the same frozen tensors.
+        backbone = build_backbone(spec)
         self.width = backbone.width
         self.backbone_identity = config.backbone.identity()
         # encoder_only keeps the width of the backbone it replaces, so the comparison is like for like.

@@ -47,14 +47,18 @@ class APPTConfig:
     head_hidden: tuple[int, ...] = (512, 256)
     head_dropout: float = 0.5
     variant: str = "appt"
-    backbone_seed: int = 0  # seeds random backbone weights (random_backbone / pretrained=False)
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    # part segmentation (APPTForPartSegmentation only)
+    num_categories: int = 16  # object categories, given to the model as a one-hot vector
+    seg_feature_blocks: tuple[int, ...] = ()  # 1-based blocks whose point tokens are read; () = thirds of the depth
+    seg_fp_widths: tuple[int, ...] = (256,)  # feature-propagation width per stage, coarse to fine; one = all
+    seg_category_dim: int = 64  # width of the projected category one-hot
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
             self.backbone = BackboneSpec(**self.backbone)
-        for name in ("centers", "neighbors", "widths", "blocks", "head_hidden"):
+        for name in ("centers", "neighbors", "widths", "blocks", "head_hidden", "seg_feature_blocks", "seg_fp_widths"):
             value = getattr(self, name)
             setattr(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
         if self.variant not in VARIANTS:
@@ -70,6 +74,18 @@ class APPTConfig:
             raise ConfigError(
                 "model.centers, neighbors, widths and blocks need one entry per stage, got "
                 f"{len(self.centers)}, {len(self.neighbors)}, {len(self.widths)}, {len(self.blocks)}"
+            )
+        self._check_segmentation(stages)
+
+    def _check_segmentation(self, stages: int) -> None:
+        """Validate the part-segmentation keys (their defaults suit any stage count)."""
+        if self.num_categories < 1:
+            raise ConfigError(f"model.num_categories must be positive, got {self.num_categories}")
+        if any(b < 1 for b in self.seg_feature_blocks):
+            raise ConfigError(f"model.seg_feature_blocks are 1-based block numbers, got {list(self.seg_feature_blocks)}")
+        if len(self.seg_fp_widths) not in (1, stages) or min(self.seg_fp_widths, default=0) < 1:
+            raise ConfigError(
+                f"model.seg_fp_widths needs 1 or {stages} positive widths (one per stage), got {list(self.seg_fp_widths)}"
             )
 
     def to_dict(self) -> dict[str, Any]:
