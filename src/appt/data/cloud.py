@@ -9,6 +9,8 @@ is assembled only at the end (see :mod:`appt.data.pipeline`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +53,24 @@ class Cloud:
     def replace(self, **changes: object) -> Cloud:
         """A copy with some fields replaced (arrays are not copied)."""
         return dataclasses.replace(self, **changes)
+
+
+@contextmanager
+def parsing(path: object, what: str) -> Iterator[None]:
+    """Turn any failure of a third-party parser inside the block into one :class:`DataError`.
+
+    Only library calls go inside (pypcd4, plyfile, h5py, NumPy loaders, trimesh, pickle): they
+    fail on damaged files with every exception type there is. Our own checks stay outside, so a
+    bug of ours is never disguised as a corrupt file.
+    """
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- see docstring
+        lines = str(exc).strip().splitlines()
+        msg = lines[0] if lines else type(exc).__name__
+        raise DataError(path, f"corrupt or truncated {what}: {msg[:200]}") from None
 
 
 def axis_index(axis: int | str) -> int:

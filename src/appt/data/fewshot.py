@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from appt.data.base import ArrayBlock, ArrayDataset, PointDataset, Record
-from appt.data.cloud import as_label_array
+from appt.data.cloud import as_label_array, parsing
 from appt.data.modelnet import modelnet40_h5, modelnet40_txt
 from appt.data.registry import register_dataset
 from appt.errors import ConfigError, DataError
@@ -46,11 +46,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def load_fold_pickle(path: Path) -> dict:
     """The ``{"train": [...], "test": [...]}`` dict of a released fold file."""
-    try:
-        with open(path, "rb") as fh:
-            data = _ArrayUnpickler(io.BytesIO(fh.read())).load()
-    except Exception as exc:  # noqa: BLE001 -- corrupt pickles fail in many ways
-        raise DataError(path, f"cannot read fold pickle: {exc}") from None
+    with parsing(path, "fold pickle"), open(path, "rb") as fh:
+        data = _ArrayUnpickler(io.BytesIO(fh.read())).load()
     if not isinstance(data, dict) or not {"train", "test"} <= set(data):
         raise DataError(path, "expected a dict with 'train' and 'test' lists")
     return data

@@ -44,7 +44,7 @@ def scan_class_folders(root: Path, split: str, extensions: Sequence[str],
     if not has_split and split == "test":
         raise DataError(root, "has no train/test sub-folders; use split='train' (with val_fraction) or 'all'")
     if split not in ("train", "test", "all"):
-        raise ConfigError(f"class-folder datasets have splits train, test, all; got {split!r}")
+        raise ConfigError(f"class-folder datasets have splits train, test, all; got {split!r} (use val_fraction for a validation split)")
     parts = (["train", "test"] if split == "all" else [split]) if has_split else [""]
     exts = {e.lower() for e in extensions}
     records = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appt.data.cloud import Cloud, make_cloud
+from appt.data.cloud import Cloud, make_cloud, parsing
 from appt.errors import DataError
 
 MESH_FORMATS = (".off", ".obj", ".stl")
@@ -29,7 +29,8 @@ def read_mesh_points(path: Path, count: int, seed: int) -> Cloud:
 
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise DataError(path, f"mesh_points must be a positive integer, got {count!r}")
-    loaded = trimesh.load(str(path), process=False)
+    with parsing(path, "mesh file"):
+        loaded = trimesh.load(str(path), process=False)
     if isinstance(loaded, trimesh.PointCloud):  # vertices but no faces
         raise DataError(path, "mesh has no faces (nothing to sample on)")
     mesh = loaded.to_mesh() if isinstance(loaded, trimesh.Scene) and loaded.geometry else loaded
@@ -41,5 +42,6 @@ def read_mesh_points(path: Path, count: int, seed: int) -> Cloud:
         raise DataError(path, "mesh has NaN/Inf vertex coordinates")
     if not mesh.area > 0.0:
         raise DataError(path, "mesh surface has zero area (all faces degenerate)")
-    points, faces = trimesh.sample.sample_surface(mesh, int(count), seed=int(seed))
+    with parsing(path, "mesh file"):
+        points, faces = trimesh.sample.sample_surface(mesh, int(count), seed=int(seed))
     return make_cloud(path, points, normals=mesh.face_normals[faces])

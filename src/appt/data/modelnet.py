@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from appt.data.base import ArrayBlock, ArrayDataset, FileDataset, Record
-from appt.data.cloud import as_label_array
+from appt.data.cloud import as_label_array, parsing
 from appt.data.registry import register_dataset
 from appt.errors import ConfigError, DataError
 
@@ -50,17 +50,12 @@ def load_h5_block(path: Path, *, points_key: str = "data", label_key: str = "lab
 
     if not path.is_file():
         raise DataError(path, "not found")
-    try:
-        with h5py.File(path, "r") as f:
-            for key in (points_key, label_key):
-                if key not in f:
-                    raise DataError(path, f"no '{key}' dataset (found: {', '.join(f.keys()) or 'nothing'})")
-            points, labels = f[points_key][()], f[label_key][()]
-            normals = f[normals_key][()] if normals_key and normals_key in f else None
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- corrupt/truncated HDF5 surfaces as many types
-        raise DataError(path, f"cannot read HDF5: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    with parsing(path, "HDF5 file"), h5py.File(path, "r") as f:
+        for key in (points_key, label_key):
+            if key not in f:
+                raise DataError(path, f"no '{key}' dataset (found: {', '.join(f.keys()) or 'nothing'})")
+        points, labels = f[points_key][()], f[label_key][()]
+        normals = f[normals_key][()] if normals_key and normals_key in f else None
     if points.ndim != 3 or points.shape[2] not in (3, 6):
         raise DataError(path, f"'{points_key}' has shape {points.shape}, expected (M, N, 3) or (M, N, 6)")
     if points.dtype.kind not in "fiu":

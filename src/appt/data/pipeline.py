@@ -76,7 +76,8 @@ class Preparation:
             up = cloud.xyz[:, cloud.up_axis : cloud.up_axis + 1]
             parts.append(up - up.min())
         points = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        out = {"points": np.ascontiguousarray(points, dtype=np.float32)}
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        out = {"points": points if points.flags.writeable else points.copy()}
         if cloud.seg is not None:
             out["seg"] = cloud.seg
         return out

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from appt.data.cloud import Cloud, as_float_array, make_cloud
+from appt.data.cloud import Cloud, as_float_array, make_cloud, parsing
 from appt.data.meshes import MESH_FORMATS, read_mesh_points
 from appt.errors import DataError
 
@@ -53,21 +53,10 @@ def read_points(path: str | Path, *, index: int | None = None, mesh_points: int 
         raise DataError(path, f"unsupported file type {suffix or '(none)'!r}; supported: {' '.join(SUPPORTED_FORMATS)}")
     if index is not None and (isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0):
         raise DataError(path, f"index must be a non-negative integer, got {index!r}")
-    try:
-        if suffix in MESH_FORMATS:
-            _single_cloud(path, index)
-            return read_mesh_points(path, mesh_points, seed)
-        return _READERS[suffix](path, index)
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- the boundary: any parser failure is bad input
-        raise DataError(path, f"corrupt or truncated {suffix[1:]} file: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else type(exc).__name__
-    return (msg[:200] + "...") if len(msg) > 200 else msg
+    if suffix in MESH_FORMATS:
+        _single_cloud(path, index)
+        return read_mesh_points(path, mesh_points, seed)
+    return _READERS[suffix](path, index)
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -115,13 +104,14 @@ def normals_or_colors(path: object, cols: np.ndarray) -> tuple[str, np.ndarray]:
 
 def _read_text(path: Path, index: int | None) -> Cloud:
     _single_cloud(path, index)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    with parsing(path, "text file"):
+        lines = path.read_text(encoding="utf-8").splitlines()
     start, expected = _skip_count_line(lines)
     data = [ln for ln in lines[start:] if ln.strip() and not ln.lstrip().startswith("#")]
     if not data:
         raise DataError(path, "empty cloud (no point rows)")
     delimiter = "," if "," in data[0] else None
-    with warnings.catch_warnings():
+    with parsing(path, "text file"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = np.loadtxt(data, delimiter=delimiter, dtype=np.float64, ndmin=2)
     if expected is not None and expected != table.shape[0]:
@@ -146,18 +136,20 @@ def _single_cloud(path: object, index: int | None) -> None:
         raise DataError(path, f"file holds one cloud; index={index} is out of range")
 
 
-def _pick(path: object, arr: np.ndarray, index: int | None) -> np.ndarray:
-    """One ``(N, C)`` cloud from a ``(N, C)`` or ``(M, N, C)`` array (``index`` picks among M)."""
-    if arr.ndim == 3:
+def _pick(path: object, arr: np.ndarray, index: int | None, cloud_ndim: int = 2) -> np.ndarray:
+    """One cloud from an array holding one (``cloud_ndim`` dims: ``(N, C)``, or ``(N,)`` records)
+    or a stack of them (one more leading dim; ``index`` picks)."""
+    if arr.ndim == cloud_ndim + 1:
         if index is None:
             raise DataError(path, f"holds {arr.shape[0]} clouds of shape {arr.shape[1:]}; pass index= to pick one")
         if index >= arr.shape[0]:
             raise DataError(path, f"index {index} is out of range for {arr.shape[0]} clouds")
-        return np.asarray(arr[index])
-    if arr.ndim == 2:
+        return arr[index]
+    if arr.ndim == cloud_ndim:
         _single_cloud(path, index)
-        return np.asarray(arr)
-    raise DataError(path, f"expected an (N, C) or (M, N, C) array of points, got shape {arr.shape}")
+        return arr
+    want = "(N, C) or (M, N, C)" if cloud_ndim == 2 else "(N,) or (M, N) structured"
+    raise DataError(path, f"expected an {want} array of points, got shape {arr.shape}")
 
 
 def _cloud_from_arrays(path: object, arrays: Mapping[str, Any], index: int | None) -> Cloud:
@@ -182,7 +174,7 @@ def _cloud_from_arrays(path: object, arrays: Mapping[str, Any], index: int | Non
             if arr.shape[:1] != points.shape[:1]:
                 raise DataError(path, f"'{k}' has shape {arr.shape} but '{key}' holds {points.shape[0]} clouds")
             arr = arr[index]
-        extra[field] = np.asarray(arr)
+        extra[field] = arr
     if not extra:
         return cloud_from_table(path, table)
     if table.ndim != 2 or table.shape[1] != 3:
@@ -191,27 +183,44 @@ def _cloud_from_arrays(path: object, arrays: Mapping[str, Any], index: int | Non
 
 
 def _read_npy(path: Path, index: int | None) -> Cloud:
-    arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    with parsing(path, "npy file"):
+        holds_objects = _npy_holds_objects(path)
+    if holds_objects:
+        raise DataError(path, "holds Python objects (a pickled array); only numeric arrays are read")
+    with parsing(path, "npy file"):
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")  # a stack of clouds: read one row only
     if arr.dtype.names:
         names = set(arr.dtype.names)
         if not {"x", "y", "z"} <= names:
             raise DataError(path, f"structured array without x/y/z fields (fields: {', '.join(arr.dtype.names)})")
-        sub = arr if arr.ndim == 1 else _pick(path, arr, index)
+        with parsing(path, "npy file"):
+            sub = np.array(_pick(path, arr, index, cloud_ndim=1))
         cols = [np.asarray(sub[c], dtype=np.float64) for c in ("x", "y", "z")]
         normals = [np.asarray(sub[c]) for c in ("nx", "ny", "nz")] if {"nx", "ny", "nz"} <= names else None
         return make_cloud(path, np.stack(cols, axis=1), normals=None if normals is None else np.stack(normals, axis=1))
-    return cloud_from_table(path, _pick(path, arr, index))
+    table = _pick(path, arr, index)
+    with parsing(path, "npy file"):
+        table = np.array(table)  # copy out of the memory map
+    return cloud_from_table(path, table)
+
+
+def _npy_holds_objects(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return read(fh)[2].hasobject
 
 
 def _read_npz(path: Path, index: int | None) -> Cloud:
-    with np.load(path, allow_pickle=False) as z:
-        return _cloud_from_arrays(path, {k: z[k] for k in z.files}, index)
+    with parsing(path, "npz file"), np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return _cloud_from_arrays(path, arrays, index)
 
 
 def _read_h5(path: Path, index: int | None) -> Cloud:
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with parsing(path, "HDF5 file"), h5py.File(path, "r") as f:  # rows are read lazily inside
         return _cloud_from_arrays(path, {k: f[k] for k in f if isinstance(f[k], h5py.Dataset)}, index)
 
 
@@ -222,21 +231,23 @@ def _read_pcd(path: Path, index: int | None) -> Cloud:
     from pypcd4 import PointCloud
 
     _single_cloud(path, index)
-    pc = PointCloud.from_path(path)
-    fields = pc.fields
+    with parsing(path, "pcd file"):
+        pc = PointCloud.from_path(path)
+        fields, declared = tuple(pc.fields), int(pc.metadata.points)
     if not {"x", "y", "z"} <= set(fields):
         raise DataError(path, f"no x/y/z fields (fields: {' '.join(fields)})")
-    xyz = pc.numpy(("x", "y", "z"))
-    declared = int(pc.metadata.points)
+    normals = colors = seg = None
+    with parsing(path, "pcd file"):
+        xyz = pc.numpy(("x", "y", "z"))
+        if {"normal_x", "normal_y", "normal_z"} <= set(fields):
+            normals = pc.numpy(("normal_x", "normal_y", "normal_z"))
+        rgb = next((f for f in ("rgb", "rgba") if f in fields), None)
+        if rgb is not None:
+            colors = PointCloud.decode_rgb(pc.numpy((rgb,)).reshape(-1)).astype(np.float32) / 255.0
+        if "label" in fields:
+            seg = pc.numpy(("label",)).reshape(-1)
     if xyz.shape[0] != declared:
         raise DataError(path, f"header announces {declared} points but the data holds {xyz.shape[0]} (truncated?)")
-    normals = pc.numpy(("normal_x", "normal_y", "normal_z")) if {"normal_x", "normal_y", "normal_z"} <= set(fields) else None
-    colors = None
-    for name in ("rgb", "rgba"):
-        if name in fields:
-            colors = PointCloud.decode_rgb(pc.numpy((name,)).reshape(-1)).astype(np.float32) / 255.0
-            break
-    seg = pc.numpy(("label",)).reshape(-1) if "label" in fields else None
     return make_cloud(path, xyz, normals=normals, colors=colors, seg=seg)
 
 
@@ -244,7 +255,8 @@ def _read_ply(path: Path, index: int | None) -> Cloud:
     from plyfile import PlyData
 
     _single_cloud(path, index)
-    ply = PlyData.read(str(path))
+    with parsing(path, "ply file"):
+        ply = PlyData.read(str(path))
     if "vertex" not in ply:
         raise DataError(path, "no 'vertex' element")
     v = ply["vertex"].data

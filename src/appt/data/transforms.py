@@ -3,8 +3,8 @@
 Every transform is ``(cloud, rng) -> cloud`` and draws randomness only from ``rng``, which the
 dataset creates per sample as ``default_rng([seed, epoch, index])``: augmentation is then the same
 whatever the number of loader workers and after a resume. Geometric transforms move normals
-consistently (rotations rotate them; anisotropic scaling applies the inverse scale and
-renormalises), and point-count changes move every per-point field (normals, colours, part labels).
+consistently (rotations rotate them; anisotropic scaling applies the inverse scale; each normal
+keeps its length), and point-count changes move every per-point field (normals, colours, part labels).
 
 Defaults follow the usual recipes: PointNet++ (scale 0.8-1.25, shift 0.1, jitter 0.01 clipped at
 0.05, small perturbation rotations 0.06/0.18 rad, dropout up to 87.5 %), Point-BERT/Point-MAE
@@ -52,13 +52,15 @@ def _rotation(axis: int, angle: float) -> np.ndarray:
 
 
 def _linear(cloud: Cloud, matrix: np.ndarray, normal_matrix: np.ndarray) -> Cloud:
-    """Apply ``x -> x @ matrix.T`` to points and the (renormalised) normal map to normals."""
+    """Apply ``x -> x @ matrix.T`` to points and the normal map to normals (each keeps its length)."""
     xyz = (cloud.xyz.astype(np.float64) @ matrix.T).astype(np.float32)
     normals = cloud.normals
     if normals is not None:
-        n = normals.astype(np.float64) @ normal_matrix.T
+        before = normals.astype(np.float64)
+        n = before @ normal_matrix.T
         length = np.linalg.norm(n, axis=1, keepdims=True)
-        normals = np.divide(n, length, out=np.zeros_like(n), where=length > 0).astype(np.float32)
+        scale = np.divide(np.linalg.norm(before, axis=1, keepdims=True), length, out=np.zeros_like(length), where=length > 0)
+        normals = (n * scale).astype(np.float32)
     return cloud.replace(xyz=xyz, normals=normals)
 
 
