@@ -10,12 +10,11 @@ import torch
 
 from appt.training.builders import build_scheduler
 from appt.training.config import config_from_dict
-from appt.training.loaders import EpochShuffleSampler, split_indices
+from appt.training.loaders import EpochShuffleSampler
 from appt.training.metrics import (
     MetricsLog,
     classification_summary,
     confusion_matrix,
-    part_iou_summary,
     read_confusion_csv,
     read_metrics,
     write_confusion_csv,
@@ -55,18 +54,6 @@ def test_confusion_csv_round_trips_and_png_is_written(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_part_iou_uses_only_the_categorys_parts() -> None:
-    parts_of = [[0, 1], [2, 3, 4]]
-    seg = [np.array([0, 0, 1, 1]), np.array([2, 3, 3, 3])]
-    pred = [np.array([0, 1, 1, 1]), np.array([2, 3, 3, 3])]
-    s = part_iou_summary(pred, seg, [0, 1], parts_of, ["cap", "mug"])
-    iou0 = np.mean([1 / 2, 2 / 3])  # part 0: inter 1 union 2; part 1: inter 2 union 3
-    iou1 = 1.0  # perfect; part 4 absent from both counts as 1
-    assert s["instance_miou"] == pytest.approx((iou0 + iou1) / 2)
-    assert s["class_miou"] == pytest.approx((iou0 + iou1) / 2)
-    assert s["point_acc"] == pytest.approx(7 / 8)
-
-
 def test_metrics_log_appends_json_lines(tmp_path: Path) -> None:
     log = MetricsLog(tmp_path)
     log.log("train_step", 1, loss=2.5)
@@ -88,12 +75,6 @@ def test_data_order_depends_only_on_seed_and_epoch() -> None:
     b.set_epoch(3)
     assert list(b) != order
     assert list(EpochShuffleSampler(5, 0, shuffle=False)) == [0, 1, 2, 3, 4]
-
-
-def test_validation_split_is_seeded_and_disjoint() -> None:
-    keep, held = split_indices(100, 0.2, seed=1)
-    assert len(held) == 20 and not set(keep) & set(held) and len(keep) + len(held) == 100
-    assert split_indices(100, 0.2, seed=1) == (keep, held)
 
 
 def test_schedule_warms_up_linearly_then_follows_cosine_to_min_lr() -> None:

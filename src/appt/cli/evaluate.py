@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="test-time voting: average the logits of N randomly scaled copies (field: 10)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval/<checkpoint>, else ./appt_eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     accelerator = Accelerator(mixed_precision=cfg.train.precision)
     data = build_data(cfg, with_train=False)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, data.category_parts)
     model = build_model(cfg, data)
     load_trained(model, weights)  # refuses weights of another backbone / variant / shape
     loader = make_loader(data.test, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.train.seed, False,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     model, loader = accelerator.prepare(model, loader)
     outputs = collect_outputs(accelerator.unwrap_model(model), loader, task, accelerator, vote=args.vote,
                               seed=cfg.train.seed, progress=not args.no_progress, desc="test")
-    summary = summarize(cfg.task, outputs, data.classes, data.test)
+    summary = summarize(task, outputs, data.classes)
     summary.update({"weights": str(weights), "vote": args.vote, "split": cfg.data.test_split})
     if accelerator.is_main_process:
         default = run_dir / "eval" / (args.checkpoint if args.run else weights_folder(weights).name) if run_dir else Path("appt_eval")

@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="also build this config's model and count its parameters")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value")
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def _version(package: str) -> str:

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        return int(args.handler(args) or 0)
     except APPTError as exc:
         print(f"appt {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

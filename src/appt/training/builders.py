@@ -12,19 +12,23 @@ from torch import nn
 
 from appt.errors import ConfigError, DataError
 from appt.training.config import RunConfig, model_config_kwargs
-from appt.training.loaders import IndexSubset, split_indices
 
 
 @dataclass
 class DataBundle:
     """The datasets of a run. ``eval`` picks the best epoch: the validation split when
-    ``data.val_fraction > 0``, else the test split (the field's convention)."""
+    ``data.val_fraction > 0``, else the test split (the field's convention).
+
+    ``classes``: class names (the object categories for part segmentation); ``category_parts``
+    (part segmentation only): category name -> its part ids.
+    """
 
     train: Any
     eval: Any
     test: Any
     classes: list[str]
     in_channels: int
+    category_parts: dict[str, list[int]] | None = None
 
     @property
     def eval_is_test(self) -> bool:
@@ -33,36 +37,47 @@ class DataBundle:
 
 def build_split(cfg: RunConfig, split: str, train_transforms: bool, subset: int | None) -> Any:
     """One dataset of the configured kind (``build_dataset`` of :mod:`appt.data`)."""
-    from appt.data import build_dataset, build_transforms
+    from appt.data import build_dataset
 
     d = cfg.data
     if not Path(d.root).exists():
         raise DataError(d.root, "data root not found (set data.root, or APPT_DATA for the shipped configs)")
-    transforms = build_transforms(d.train_transforms if train_transforms else d.test_transforms)
+    carve = {"val_fraction": d.val_fraction} if d.val_fraction > 0 and split in ("train", "val") else {}
     return build_dataset(
-        d.dataset, root=d.root, split=split, num_points=d.num_points, transforms=transforms,
-        seed=cfg.train.seed, subset=subset, **d.options,
+        d.dataset, root=d.root, split=split, num_points=d.num_points,
+        transforms=d.train_transforms if train_transforms else d.test_transforms,
+        seed=cfg.train.seed, subset=subset, **carve, **d.options,
     )
 
 
 def build_data(cfg: RunConfig, with_train: bool = True) -> DataBundle:
-    """Train / eval / test datasets; the validation part is carved out of the train split, seeded."""
+    """Train / eval / test datasets; with ``val_fraction`` the validation part is a seeded per-class
+    hold-out of the train split (made by ``build_dataset``)."""
     d = cfg.data
     test = build_split(cfg, d.test_split, train_transforms=False, subset=d.test_subset)
     train = evaluation = None
     if with_train:
         train = build_split(cfg, d.train_split, train_transforms=True, subset=d.subset)
-        evaluation = test
-        if d.val_fraction > 0:
-            plain = build_split(cfg, d.train_split, train_transforms=False, subset=d.subset)
-            keep, held = split_indices(len(train), d.val_fraction, cfg.train.seed)
-            if not held or not keep:
-                raise ConfigError(f"data.val_fraction={d.val_fraction} leaves an empty split of {len(train)} shapes")
-            train, evaluation = IndexSubset(train, keep), IndexSubset(plain, held)
-    if len(test) == 0:
-        raise DataError(d.root, f"split {d.test_split!r} holds no shapes")
+        evaluation = build_split(cfg, "val", False, subset=None) if d.val_fraction > 0 else test
     in_channels = int(test[0]["points"].shape[-1])
-    return DataBundle(train, evaluation if with_train else test, test, list(test.classes), in_channels)
+    parts = category_parts(test) if cfg.task == "part_segmentation" else None
+    return DataBundle(train, evaluation if with_train else test, test, list(test.classes), in_channels, parts)
+
+
+def category_parts(dataset: Any) -> dict[str, list[int]]:
+    """Category name -> part ids, for the categories of a part-segmentation dataset."""
+    return category_parts_table(dataset.classes, getattr(dataset, "category_parts", None))
+
+
+def category_parts_table(names: list[str], table: dict[str, Any] | None = None) -> dict[str, list[int]]:
+    """Part ids of each category in ``names`` (ShapeNetPart's table unless one is given)."""
+    from appt.data.shapenetpart import PART_RANGES
+
+    table = table or PART_RANGES
+    missing = [c for c in names if c not in table]
+    if missing:
+        raise ConfigError(f"part segmentation: no part table for categories {', '.join(missing)}")
+    return {c: list(table[c]) for c in names}
 
 
 def model_class(task: str) -> type:
@@ -85,8 +100,9 @@ def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
 
     kwargs = model_config_kwargs(cfg.model, "config")
     derived = {"num_classes": len(data.classes), "in_channels": data.in_channels}
-    if cfg.task == "part_segmentation":
-        derived["num_categories"] = len(data.test.categories)
+    if data.category_parts is not None:
+        derived = {"num_classes": 1 + max(max(p) for p in data.category_parts.values()),
+                   "num_categories": len(data.classes), "in_channels": data.in_channels}
     for key, value in derived.items():
         if key in kwargs and kwargs[key] != value:
             raise ConfigError(f"model.{key}={kwargs[key]} but the data gives {value}; remove the key")

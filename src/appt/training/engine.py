@@ -83,8 +83,8 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir) if resume else new_run_dir(cfg, acc)
         cfg.run_dir = str(self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.task = get_task(cfg.task)
         self.data = build_data(cfg)
+        self.task = get_task(cfg.task, self.data.category_parts)
         model = build_model(cfg, self.data)
         self.trainable, self.total = count_parameters(model)
         self.bs = cfg.data.eval_batch_size or cfg.data.batch_size
@@ -118,7 +118,7 @@ class Trainer:
         return {
             "task": self.cfg.task, "classes": self.data.classes, "dataset": d.dataset,
             "num_points": d.num_points, "test_transforms": d.test_transforms, "seed": self.cfg.train.seed,
-            "in_channels": self.data.in_channels,
+            "in_channels": self.data.in_channels, "options": d.options,
         }
 
     def _publish(self, name: str) -> None:
@@ -232,10 +232,10 @@ class Trainer:
         bar.close()
         return True
 
-    def evaluate(self, loader: Any = None, dataset: Any = None, desc: str = "eval") -> dict[str, Any]:
+    def evaluate(self, loader: Any = None, desc: str = "eval") -> dict[str, Any]:
         outputs = collect_outputs(self.unwrapped, loader or self.eval_loader, self.task, self.accelerator,
                                   progress=self.progress_bars, desc=desc)
-        return summarize(self.cfg.task, outputs, self.data.classes, dataset or self.data.eval)
+        return summarize(self.task, outputs, self.data.classes)
 
     def _end_epoch(self) -> None:
         cfg, acc, s = self.cfg, self.accelerator, self.state
@@ -272,9 +272,9 @@ class Trainer:
         }
         if not self.data.eval_is_test:
             test_loader = acc.prepare(make_loader(self.data.test, self.bs, self.cfg.train.seed, False))
-            last_test = self.evaluate(test_loader, self.data.test, desc="test (last)")
+            last_test = self.evaluate(test_loader, desc="test (last)")
             load_trained(self.unwrapped, self.ckpt_dir / "best")
-            best_test = self.evaluate(test_loader, self.data.test, desc="test (best)")
+            best_test = self.evaluate(test_loader, desc="test (best)")
             summary["test_last"] = {k: v for k, v in last_test.items() if isinstance(v, float)}
             summary["test_at_best_val"] = {k: v for k, v in best_test.items() if isinstance(v, float)}
         self.log.log("summary", s.step, **{k: v for k, v in summary.items() if k != "run_dir"})

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from appt.training.metrics import classification_summary, confusion_matrix, part_iou_summary, write_confusion_csv
+from appt.training.metrics import classification_summary, confusion_matrix, write_confusion_csv
 from appt.training.plots import plot_confusion
+from appt.training.seg_metrics import PartSegMeter
 from appt.training.tasks import ClassificationTask, PartSegmentationTask, vote_scale
 
 
@@ -48,13 +49,13 @@ def collect_outputs(
     return {k: np.concatenate(v) for k, v in gathered.items()}
 
 
-def summarize(task_name: str, outputs: dict[str, np.ndarray], classes: Sequence[str], dataset: Any = None) -> dict[str, Any]:
+def summarize(task: ClassificationTask | PartSegmentationTask, outputs: dict[str, np.ndarray],
+              classes: Sequence[str]) -> dict[str, Any]:
     """The figures of one evaluation; ``main`` is what picks the best epoch (OA or instance mIoU)."""
-    if task_name == "part_segmentation":
-        out = part_iou_summary(
-            list(outputs["pred"]), list(outputs["target"]), outputs["category"].tolist(),
-            dataset.parts_of, dataset.classes,
-        )
+    if isinstance(task, PartSegmentationTask):
+        meter = PartSegMeter(task.category_parts)
+        meter.update(outputs["pred"], outputs["target"], outputs["category"])
+        out = meter.compute()
         out["main"] = out["instance_miou"]
         return out
     cm = confusion_matrix(outputs["pred"], outputs["target"], len(classes))

@@ -2,8 +2,7 @@
 
 Overall accuracy (OA) is the fraction of test shapes classified right; mean class accuracy (mAcc)
 averages the per-class recalls, so it is not dominated by the big classes (ModelNet10's chairs
-outnumber its bathtubs 8 to 1). Part segmentation reports the field's instance mIoU (IoU over the
-parts of the shape's own category, averaged over shapes) and class mIoU (averaged per category).
+outnumber its bathtubs 8 to 1). Part-segmentation scores live in :mod:`appt.training.seg_metrics`.
 """
 
 from __future__ import annotations
@@ -37,40 +36,6 @@ def classification_summary(cm: np.ndarray, classes: Sequence[str]) -> dict[str, 
         "mean_class_acc": float(recall[present].mean()) if present.any() else 0.0,
         "per_class_acc": {c: float(r) for c, r, p in zip(classes, recall, present) if p},
         "num_samples": total,
-    }
-
-
-def part_iou_summary(
-    pred: Sequence[np.ndarray], seg: Sequence[np.ndarray], category: Sequence[int],
-    parts_of: Sequence[Sequence[int]], category_names: Sequence[str],
-) -> dict[str, Any]:
-    """Instance and class mIoU for part segmentation.
-
-    ``pred[i]``, ``seg[i]``: ``(N_i,)`` part ids of shape i; ``category[i]``: its category id;
-    ``parts_of[c]``: the part ids of category c. A part absent from both prediction and truth
-    counts IoU 1 (the field's convention).
-    """
-    per_shape: list[tuple[int, float]] = []
-    correct = total = 0
-    for p, s, c in zip(pred, seg, category):
-        p, s = np.asarray(p), np.asarray(s)
-        ious = []
-        for part in parts_of[c]:
-            union = np.sum((p == part) | (s == part))
-            inter = np.sum((p == part) & (s == part))
-            ious.append(1.0 if union == 0 else inter / union)
-        per_shape.append((int(c), float(np.mean(ious))))
-        correct += int((p == s).sum())
-        total += s.size
-    by_cat: dict[int, list[float]] = {}
-    for c, iou in per_shape:
-        by_cat.setdefault(c, []).append(iou)
-    return {
-        "instance_miou": float(np.mean([i for _, i in per_shape])) if per_shape else 0.0,
-        "class_miou": float(np.mean([np.mean(v) for v in by_cat.values()])) if by_cat else 0.0,
-        "per_category_miou": {category_names[c]: float(np.mean(v)) for c, v in sorted(by_cat.items())},
-        "point_acc": correct / total if total else 0.0,
-        "num_samples": len(per_shape),
     }
 
 

@@ -53,12 +53,12 @@ def render_cloud(
     plt = _pyplot()
     xyz = np.asarray(points, dtype=np.float64)[:, :3]
     xyz = xyz - (xyz.max(0) + xyz.min(0)) / 2
-    cmap = plt.get_cmap("tab20")
-    colors = cmap(np.asarray(labels) % 20) if labels is not None else cmap(color_index % 20)
+    cmap = plt.get_cmap("tab10")
+    colors = cmap(np.asarray(labels) % 10) if labels is not None else cmap(color_index % 10)
     fig = plt.figure(figsize=(4, 4), dpi=100)
     ax = fig.add_subplot(projection="3d")
     # Most datasets have y up; matplotlib draws z up.
-    ax.scatter(xyz[:, 0], xyz[:, 2], xyz[:, 1], c=colors if labels is not None else [colors], s=2)
+    ax.scatter(xyz[:, 0], xyz[:, 2], xyz[:, 1], c=colors if labels is not None else [colors], s=3)
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
     lim = np.abs(xyz).max() or 1.0

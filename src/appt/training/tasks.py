@@ -35,10 +35,21 @@ class ClassificationTask:
 
 
 class PartSegmentationTask:
-    """``points (B, N, C), category (B,) -> logits (B, N, P)``; targets ``seg (B, N)``."""
+    """``points (B, N, C), category (B,) -> logits (B, N, P)``; targets ``seg (B, N)``.
+
+    ``category_parts``: category name -> its part ids; predictions are restricted to the parts of
+    the shape's own category (the field's protocol, see :mod:`appt.training.seg_metrics`).
+    """
 
     name = "part_segmentation"
     target_key = "seg"
+
+    def __init__(self, category_parts: dict[str, list[int]]) -> None:
+        self.category_parts = dict(category_parts)
+        num_parts = 1 + max(p for parts in self.category_parts.values() for p in parts)
+        self.allowed = torch.zeros(len(self.category_parts), num_parts, dtype=torch.bool)
+        for c, parts in enumerate(self.category_parts.values()):
+            self.allowed[c, list(parts)] = True
 
     def forward(self, model: nn.Module, batch: dict[str, Any], points: Tensor | None = None) -> Tensor:
         return model(batch["points"] if points is None else points, batch["category"])
@@ -46,15 +57,24 @@ class PartSegmentationTask:
     def loss(self, logits: Tensor, batch: dict[str, Any], smoothing: float) -> Tensor:
         return F.cross_entropy(logits.float().flatten(0, 1), batch["seg"].flatten(), label_smoothing=smoothing)
 
+    def predict(self, logits: Tensor, category: Tensor) -> Tensor:
+        """``(B, N, P), (B,) -> (B, N)`` part ids, argmax over the category's parts only."""
+        allowed = self.allowed.to(logits.device)[category][:, None, :]
+        return logits.masked_fill(~allowed, float("-inf")).argmax(-1)
+
     def correct(self, logits: Tensor, batch: dict[str, Any]) -> tuple[Tensor, int]:
-        return (logits.argmax(-1) == batch["seg"]).sum(), batch["seg"].numel()
+        return (self.predict(logits, batch["category"]) == batch["seg"]).sum(), batch["seg"].numel()
 
     def outputs(self, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
-        return {"pred": logits.argmax(-1), "target": batch["seg"], "category": batch["category"]}
+        return {"pred": self.predict(logits, batch["category"]), "target": batch["seg"],
+                "category": batch["category"]}
 
 
-def get_task(name: str) -> ClassificationTask | PartSegmentationTask:
-    return PartSegmentationTask() if name == "part_segmentation" else ClassificationTask()
+def get_task(name: str, category_parts: dict[str, list[int]] | None = None) -> ClassificationTask | PartSegmentationTask:
+    """The task of a config; part segmentation needs the category -> parts table."""
+    if name == "part_segmentation":
+        return PartSegmentationTask(category_parts or {})
+    return ClassificationTask()
 
 
 def vote_scale(points: Tensor, generator: torch.Generator) -> Tensor:

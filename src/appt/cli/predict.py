@@ -1,0 +1,58 @@
+"""``appt predict --weights FILE PATH...``: classify files or folders; table, CSV/JSON, optional PNGs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify your own point-cloud files", description=__doc__)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
+    p.add_argument("--weights", required=True, metavar="FILE", help="appt weights (folder or .safetensors file)")
+    p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    p.add_argument("--render", action="store_true", help="save a PNG of each cloud coloured by its prediction")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per file (default 3)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--category", help="part segmentation: the object category of the files (e.g. Cap)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from appt.errors import ConfigError
+    from appt.training.builders import model_class
+    from appt.training.inference import read_data_info, weights_folder
+    from appt.training.predict import collect_files, format_table, prepare_files, render_predictions, run_model, write_predictions
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ConfigError("--top-k and --batch-size must be >= 1")
+    weights = weights_folder(args.weights)
+    files = collect_files(args.paths)
+    info = read_data_info(weights)
+    task = info.get("task", "classification")
+    torch.manual_seed(int(info.get("seed", 0)))
+    model = model_class(task).from_pretrained(weights)
+    classes = info.get("classes") or [str(i) for i in range(model.config.num_classes)]
+    category = allowed = None
+    if task == "part_segmentation":
+        if args.category not in classes:
+            raise ConfigError(f"--category: give one of {', '.join(classes)} for part segmentation")
+        from appt.training.builders import category_parts_table
+
+        category = classes.index(args.category)
+        allowed = torch.zeros(model.config.num_classes, dtype=torch.bool)
+        allowed[category_parts_table(classes)[args.category]] = True
+    points, xyz = prepare_files(files, info, model.config.in_channels)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    results = run_model(model, points, files, classes, args.batch_size, args.top_k, category, allowed)
+    out = Path(args.out)
+    written = write_predictions(results, out)
+    if args.render:
+        written += render_predictions(results, xyz, classes, out / "renders")
+    print(format_table(results))
+    print(f"written: {out / 'predictions.csv'}, {out / 'predictions.json'}"
+          + (f", {len(results)} PNGs in {out / 'renders'}" if args.render else ""))
+    return 0

@@ -1,0 +1,139 @@
+"""Classifying (or part-labelling) a user's own files with trained weights.
+
+Each file goes through the same preparation as the test split the model was evaluated on
+(FPS to ``num_points``, centring and unit-sphere scaling, the channels it was trained with), read
+from ``appt_data.json`` beside the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from appt.errors import ConfigError, DataError
+from appt.training.plots import render_cloud
+
+PREP_OPTIONS = ("sampling", "normalize", "use_normals", "use_colors", "use_height")
+
+
+def collect_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The files named, plus every supported file under the folders named (sorted, recursive)."""
+    from appt.data import SUPPORTED_FORMATS
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_FORMATS)
+            if not found:
+                raise DataError(p, f"folder holds no point-cloud files ({' '.join(SUPPORTED_FORMATS)})")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DataError(p, "file not found")
+    return files
+
+
+def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Read and prepare every file: ``-> points (F, N, C)`` and the prepared xyz for rendering.
+
+    Unreadable files raise :class:`DataError` before any model work is done.
+    """
+    from appt.data import Preparation, build_transforms, read_points
+
+    options = info.get("options", {})
+    prep = Preparation(int(info.get("num_points") or 1024), **{k: options[k] for k in PREP_OPTIONS if k in options})
+    if prep.channels != in_channels:
+        raise ConfigError(f"the model takes {in_channels} input channels but its data settings give {prep.channels}")
+    transforms = build_transforms(info.get("test_transforms") or [])
+    seed = int(info.get("seed", 0))
+    clouds = []
+    for i, f in enumerate(files):
+        cloud = prep.fixed(read_points(f))
+        clouds.append(prep.finish(cloud, np.random.default_rng([seed, 0, i]), transforms, str(f))["points"])
+    return torch.from_numpy(np.stack(clouds)), [c[:, :3] for c in clouds]
+
+
+@dataclass
+class Prediction:
+    """One file's result. Part segmentation fills ``parts`` (per-point part ids)."""
+
+    path: str
+    label: str
+    confidence: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+    parts: list[int] | None = None
+
+
+@torch.no_grad()
+def run_model(model: nn.Module, points: torch.Tensor, files: Sequence[Path], classes: Sequence[str],
+              batch_size: int, top_k: int, category: int | None = None, allowed: torch.Tensor | None = None) -> list[Prediction]:
+    """Batched inference; classification keeps the ``top_k`` classes, part segmentation the part
+    of every point (restricted to ``allowed`` parts of ``category``)."""
+    model.eval()
+    device = next(model.parameters()).device
+    results: list[Prediction] = []
+    for start in range(0, len(points), batch_size):
+        batch = points[start : start + batch_size].to(device)
+        names = files[start : start + batch_size]
+        if category is None:
+            probs = model(batch).float().softmax(-1).cpu()
+            values, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+            for f, v, i in zip(names, values, idx):
+                top = [(classes[int(j)], float(p)) for p, j in zip(v, i)]
+                results.append(Prediction(str(f), top[0][0], top[0][1], top))
+        else:
+            cats = torch.full((len(batch),), category, dtype=torch.long, device=device)
+            logits = model(batch, cats).float().masked_fill(~allowed.to(device), float("-inf"))
+            probs = logits.softmax(-1).cpu()
+            for f, p in zip(names, probs):
+                conf, part = p.max(-1)
+                results.append(Prediction(str(f), classes[category], float(conf.mean()), parts=part.tolist()))
+    return results
+
+
+def write_predictions(results: Sequence[Prediction], out_dir: Path) -> list[Path]:
+    """``predictions.csv`` (one row per file) and ``predictions.json`` (everything, parts included)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "predictions.csv", out_dir / "predictions.json"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "prediction", "confidence", "top"])
+        for r in results:
+            w.writerow([r.path, r.label, f"{r.confidence:.4f}", " ".join(f"{n}:{p:.4f}" for n, p in r.top)])
+    json_path.write_text(json.dumps([r.__dict__ for r in results], indent=1) + "\n")
+    return [csv_path, json_path]
+
+
+def render_predictions(results: Sequence[Prediction], xyz: Sequence[np.ndarray], classes: Sequence[str],
+                       out_dir: Path) -> list[Path]:
+    """One PNG per file: the prepared cloud coloured by its predicted class (or per-point part)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (r, pts) in enumerate(zip(results, xyz)):
+        path = out_dir / f"{i:04d}_{Path(r.path).stem}.png"
+        labels = None if r.parts is None else np.asarray(r.parts)
+        title = f"{Path(r.path).name}: {r.label} ({100 * r.confidence:.0f} %)"
+        render_cloud(pts, path, title, labels=labels, color_index=list(classes).index(r.label))
+        written.append(path)
+    return written
+
+
+def format_table(results: Sequence[Prediction]) -> str:
+    """A plain-text table: file, prediction, confidence (and the runner-up classes)."""
+    width = max([len(Path(r.path).name) for r in results] + [4])
+    lines = [f"{'file':<{width}}  {'prediction':<14} {'confidence':>10}  others"]
+    for r in results:
+        others = ", ".join(f"{n} {100 * p:.1f}%" for n, p in r.top[1:])
+        if r.parts is not None:
+            others = "parts " + " ".join(f"{k}:{v}" for k, v in zip(*np.unique(r.parts, return_counts=True)))
+        lines.append(f"{Path(r.path).name:<{width}}  {r.label:<14} {100 * r.confidence:>9.1f}%  {others}")
+    return "\n".join(lines)
