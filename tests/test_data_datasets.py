@@ -107,7 +107,7 @@ def test_cache_follows_source_edits_and_survives_corrupt_entries(tmp_path: Path)
     os.utime(src, ns=(1, 10**18))
     after = build_dataset("folder", tmp_path / "data", "train", **kw)[0]["points"]
     torch.testing.assert_close(after, 2 * before)
-    for entry in (tmp_path / "cache").rglob("*.npy"):
+    for entry in (tmp_path / "cache").rglob("*.cloud"):
         entry.write_bytes(b"garbage")
     torch.testing.assert_close(build_dataset("folder", tmp_path / "data", "train", **kw)[0]["points"], after)
 
@@ -117,10 +117,10 @@ def test_cache_location_from_environment(tmp_path: Path, monkeypatch: pytest.Mon
     ds = build_dataset("modelnet_points", MN10, "test", num_points=1024, subset=3)
     for i in range(len(ds)):
         ds[i]
-    assert len(list((tmp_path / "env_cache").rglob("*.npy"))) == 3
+    assert len(list((tmp_path / "env_cache").rglob("*.cloud"))) == 3
     explicit = build_dataset("modelnet_points", MN10, "test", subset=2, cache_dir=tmp_path / "mine")
     explicit[0]
-    assert len(list((tmp_path / "mine").rglob("*.npy"))) == 1
+    assert len(list((tmp_path / "mine").rglob("*.cloud"))) == 1
 
 
 def make_user_folder(root: Path, split_folders: bool) -> dict[str, list[Path]]:

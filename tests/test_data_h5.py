@@ -67,7 +67,7 @@ def test_modelnet40_h5_fps_to_1024_is_cached(tmp_path: Path, bench: dict[str, np
     ds = build_dataset("modelnet40_h5", root, "test", num_points=1024, cache_dir=tmp_path / "cache")
     first = [ds[i]["points"] for i in range(len(ds))]
     assert all(p.shape == (1024, 3) for p in first)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(ds)
+    assert len(list((tmp_path / "cache").rglob("*.cloud"))) == len(ds)
     again = [ds[i]["points"] for i in range(len(ds))]
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first, again))
 

@@ -8,7 +8,6 @@ is assembled only at the end (see :mod:`appt.data.pipeline`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,7 +51,9 @@ class Cloud:
 
     def replace(self, **changes: object) -> Cloud:
         """A copy with some fields replaced (arrays are not copied)."""
-        return dataclasses.replace(self, **changes)
+        fields = {"xyz": self.xyz, "normals": self.normals, "colors": self.colors, "seg": self.seg, "up_axis": self.up_axis}
+        fields.update(changes)  # an unknown name fails in __init__ (TypeError)
+        return Cloud(**fields)
 
 
 @contextmanager

@@ -36,9 +36,9 @@ def normalize(cloud: Cloud) -> Cloud:
     """
     xyz = cloud.xyz.astype(np.float64)
     xyz -= xyz.mean(axis=0)
-    radius = float(np.sqrt((xyz * xyz).sum(axis=1)).max())
+    radius = float(np.sqrt(np.einsum("ij,ij->i", xyz, xyz).max()))
     if radius > 0.0:
-        xyz /= radius
+        xyz *= 1.0 / radius
     return cloud.replace(xyz=xyz.astype(np.float32))
 
 
@@ -120,12 +120,23 @@ class RandomRotate:
         return _linear(cloud, r, r)
 
 
-class PerturbRotation:
+class _ClippedNoise:
+    """Base of transforms drawing ``clip(N(0, sigma), -clip, clip)``."""
+
+    name = ""
+
+    def __init__(self, sigma: float, clip: float) -> None:
+        _check(sigma >= 0.0 and clip >= 0.0, self.name, "sigma and clip must be >= 0")
+        self.sigma, self.clip = float(sigma), float(clip)
+
+
+class PerturbRotation(_ClippedNoise):
     """Small rotations about all three axes, angles ``clip(N(0, sigma), -clip, clip)`` (PointNet++)."""
 
+    name = "perturb_rotation"
+
     def __init__(self, sigma: float = 0.06, clip: float = 0.18) -> None:
-        _check(sigma >= 0.0 and clip >= 0.0, "perturb_rotation", "sigma and clip must be >= 0")
-        self.sigma, self.clip = float(sigma), float(clip)
+        super().__init__(sigma, clip)
 
     def __call__(self, cloud: Cloud, rng: np.random.Generator) -> Cloud:
         angles = np.clip(rng.normal(0.0, self.sigma, size=3), -self.clip, self.clip)
@@ -133,16 +144,19 @@ class PerturbRotation:
         return _linear(cloud, r, r)
 
 
-class Jitter:
+class Jitter(_ClippedNoise):
     """Add per-point Gaussian noise ``clip(N(0, sigma), -clip, clip)`` to the coordinates."""
 
+    name = "jitter"
+
     def __init__(self, sigma: float = 0.01, clip: float = 0.05) -> None:
-        _check(sigma >= 0.0 and clip >= 0.0, "jitter", "sigma and clip must be >= 0")
-        self.sigma, self.clip = float(sigma), float(clip)
+        super().__init__(sigma, clip)
 
     def __call__(self, cloud: Cloud, rng: np.random.Generator) -> Cloud:
-        noise = np.clip(rng.normal(0.0, self.sigma, size=cloud.xyz.shape), -self.clip, self.clip)
-        return cloud.replace(xyz=(cloud.xyz + noise).astype(np.float32))
+        noise = rng.standard_normal(cloud.xyz.shape, dtype=np.float32)
+        noise *= np.float32(self.sigma)
+        np.clip(noise, -self.clip, self.clip, out=noise)
+        return cloud.replace(xyz=cloud.xyz + noise)
 
 
 class PointDropout:
