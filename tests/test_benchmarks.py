@@ -1,0 +1,83 @@
+"""The benchmark scripts (benchmarks/) run end to end in their --quick mode, so they cannot rot,
+and the references they compare against are right."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_geometry  # noqa: E402
+import common  # noqa: E402
+
+
+def _run(cmd: list[str], **env: str) -> None:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_gpu_script_runs_cost_and_geometry_benchmarks_on_cpu(tmp_path: Path) -> None:
+    _run(["bash", str(BENCH / "gpu.sh")], DEVICE="cpu", QUICK="1", OUT=str(tmp_path))
+    cost = json.loads((tmp_path / "cost_cpu_no.json").read_text())
+    res = cost["results"]["tiny"]
+    assert set(res["step_seconds"]) == {"appt", "full_finetune", "lora"}
+    assert all(s["median"] > 0 and s["n"] == 2 for s in res["step_seconds"].values())
+    # full fine-tuning saves (about) the whole model, appt only its trained part
+    ckpt = res["checkpoint"]
+    assert 0.95 < ckpt["full_finetune"]["fraction_of_full"] < 1.05
+    assert ckpt["appt"]["bytes"] < ckpt["full_finetune"]["bytes"]
+    memory = res["memory"]
+    assert all(m["peak_bytes"] > 0 for m in memory.values())
+    assert memory["full_finetune"]["state"]["adamw_moments"] > memory["appt"]["state"]["adamw_moments"]
+    assert res["vs_full_finetune"]["full_finetune"]["throughput_ratio"] == 1.0
+    assert "tiny" in cost["goals"] and cost["machine"]["torch"] == torch.__version__
+
+    geometry = json.loads((tmp_path / "geometry_cpu_no.json").read_text())
+    for size in geometry["results"]:
+        assert set(size["seconds"]) == {"appt", "fpsample", "fpsample_bucket", "brute_force"}
+        for name, check in size["checks"].items():
+            assert check["fps_greedy_gap_max"] <= 1e-5, name
+            assert check["knn_distance_gap_vs_brute_force"] <= 1e-5, name
+        assert size["checks"]["brute_force"]["fps_same_indices_as_appt"] == 1.0
+        assert size["ratios"]["total"]["appt_over_fastest"] >= 1.0
+
+
+def test_inference_benchmark_runs_appt_predict(tmp_path: Path) -> None:
+    out = tmp_path / "inference.json"
+    _run([sys.executable, str(BENCH / "bench_inference.py"), "--quick", "--out", str(out)], HF_HUB_OFFLINE="1")
+    res = json.loads(out.read_text())["results"]
+    assert res["cli_top1_agrees_with_library"] == 1.0  # the CLI ran on every file, as the library did
+    assert res["cli_clouds_per_second_end_to_end"] > 0 and res["library_clouds_per_second"] > 0
+
+
+def test_brute_force_reference_matches_appt_geometry_on_a_real_cloud() -> None:
+    from appt.geometry import farthest_point_sample, gather, knn
+
+    cloud = bench_geometry.load_clouds(512, 1, seed=3)[0]
+    ours = farthest_point_sample(torch.from_numpy(cloud)[None], 64)
+    ref = bench_geometry.fps_brute(cloud, 64, bench_geometry.start_index(cloud))
+    assert np.array_equal(ours[0].numpy(), ref)
+    nbr = knn(gather(torch.from_numpy(cloud)[None], ours), torch.from_numpy(cloud)[None], 8)[0].numpy()
+    ref_nbr = bench_geometry.knn_brute(cloud, cloud[ref], 8)
+    d = lambda idx: ((cloud[idx] - cloud[ref][:, None]) ** 2).sum(-1)  # noqa: E731
+    assert np.allclose(d(nbr), d(ref_nbr), atol=1e-6)
+    assert bench_geometry.greedy_gap(cloud, ref) == 0.0
+    assert bench_geometry.greedy_gap(cloud, ref[::-1].copy()) > 0.1  # a wrong order is caught
+
+
+def test_interleaved_rotates_the_order_and_drops_warmup_rounds() -> None:
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n) or len(calls)) for name in "abc"}
+    times = common.interleaved(fns, repeats=2, warmup=1)
+    assert calls == list("abc" "bca" "cab")
+    assert times == {"a": [6, 8], "b": [4, 9], "c": [5, 7]}
+    assert common.paired_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 1.0]) == 3.0
