@@ -70,7 +70,7 @@ def test_permuting_points_permutes_the_per_point_logits(cap_val, backbone):
     torch.manual_seed(0)
     points, seg, category = cap_val
     model = APPTForPartSegmentation(seg_config(backbone))
-    train_steps(model, points[:3], seg[:3], category[:3])  # non-trivial BN statistics
+    train_steps(model, points[:2], seg[:2], category[:2])  # non-trivial BN statistics
     model.eval()
     perm = torch.randperm(NUM_POINTS, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -101,11 +101,9 @@ def test_training_changes_exactly_the_trainable_tensors(cap_val):
         F.cross_entropy(model(points[:3], category).flatten(0, 1), seg[:3].flatten()).backward()
         assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
         opt.step()
-    after = model.state_dict()
-    for name in frozen:
-        assert torch.equal(before[name], after[name]), name
-    for name in trainable:
-        assert not torch.equal(before[name], after[name]), f"{name} did not change"
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(before[n], t)}
+    assert changed & frozen == set()  # bit-identical
+    assert trainable - changed == set()
 
 
 def test_save_load_round_trip_reproduces_logits(cap_val, tmp_path):
