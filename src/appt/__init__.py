@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "APPTConfig": "appt.models",
     "APPTForClassification": "appt.models",
+    "APPTForPartSegmentation": "appt.models",
     "APPTModel": "appt.models",
     "BackboneSpec": "appt.backbones.base",
 }
