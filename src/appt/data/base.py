@@ -103,6 +103,8 @@ class PointDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed per-sample augmentation: sample ``i`` uses ``default_rng([seed, epoch, i])``."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = int(epoch)
 
     def __len__(self) -> int:

@@ -31,7 +31,7 @@ POINTS_KEYS = ("points", "xyz", "data", "pos")
 NORMALS_KEYS = ("normals", "normal")
 COLORS_KEYS = ("colors", "colours", "rgb")
 SEG_KEYS = ("seg", "part_label", "pid")
-TEXT_FORMATS = (".txt", ".xyz", ".pts", ".csv")
+TEXT_FORMATS = (".txt", ".xyz", ".pts")
 POINT_FORMATS = (".pcd", ".ply", *TEXT_FORMATS, ".npy", ".npz", ".h5", ".hdf5")
 SUPPORTED_FORMATS = POINT_FORMATS + MESH_FORMATS
 
@@ -241,9 +241,11 @@ def _read_pcd(path: Path, index: int | None) -> Cloud:
         xyz = pc.numpy(("x", "y", "z"))
         if {"normal_x", "normal_y", "normal_z"} <= set(fields):
             normals = pc.numpy(("normal_x", "normal_y", "normal_z"))
-        rgb = next((f for f in ("rgb", "rgba") if f in fields), None)
-        if rgb is not None:
-            colors = PointCloud.decode_rgb(pc.numpy((rgb,)).reshape(-1)).astype(np.float32) / 255.0
+        packed = next((pc.pc_data[f] for f in ("rgb", "rgba") if f in fields), None)
+        if packed is not None and packed.dtype.itemsize == 4:  # PCL packs 0x00RRGGBB into a float or uint
+            colors = PointCloud.decode_rgb(packed.reshape(-1)).astype(np.float32) / 255.0
+        elif {"r", "g", "b"} <= set(fields):
+            colors = pc.numpy(("r", "g", "b")).astype(np.float32) / 255.0
         if "label" in fields:
             seg = pc.numpy(("label",)).reshape(-1)
     if xyz.shape[0] != declared:

@@ -34,12 +34,13 @@ def normalize(cloud: Cloud) -> Cloud:
 
     Rule for a cloud whose points are all equal: it is moved to the origin and not scaled.
     """
-    xyz = cloud.xyz.astype(np.float64)
-    xyz -= xyz.mean(axis=0)
+    n = len(cloud)
+    centroid = (np.ones(n) @ cloud.xyz) / n  # float64; a matrix product is ~10x faster than sum(axis=0) on (N, 3)
+    xyz = cloud.xyz - centroid.astype(np.float32)
     radius = float(np.sqrt(np.einsum("ij,ij->i", xyz, xyz).max()))
     if radius > 0.0:
-        xyz *= 1.0 / radius
-    return cloud.replace(xyz=xyz.astype(np.float32))
+        xyz *= np.float32(1.0 / radius)
+    return cloud.replace(xyz=xyz)
 
 
 def _rotation(axis: int, angle: float) -> np.ndarray:
@@ -53,7 +54,7 @@ def _rotation(axis: int, angle: float) -> np.ndarray:
 
 def _linear(cloud: Cloud, matrix: np.ndarray, normal_matrix: np.ndarray) -> Cloud:
     """Apply ``x -> x @ matrix.T`` to points and the normal map to normals (each keeps its length)."""
-    xyz = (cloud.xyz.astype(np.float64) @ matrix.T).astype(np.float32)
+    xyz = cloud.xyz @ matrix.T.astype(np.float32)
     normals = cloud.normals
     if normals is not None:
         before = normals.astype(np.float64)
@@ -155,7 +156,8 @@ class Jitter(_ClippedNoise):
     def __call__(self, cloud: Cloud, rng: np.random.Generator) -> Cloud:
         noise = rng.standard_normal(cloud.xyz.shape, dtype=np.float32)
         noise *= np.float32(self.sigma)
-        np.clip(noise, -self.clip, self.clip, out=noise)
+        np.minimum(noise, np.float32(self.clip), out=noise)
+        np.maximum(noise, np.float32(-self.clip), out=noise)
         return cloud.replace(xyz=cloud.xyz + noise)
 
 
