@@ -24,12 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelerate import Accelerator
-
     from appt.errors import ConfigError
     from appt.models.io import load_trained
     from appt.training.builders import build_data, build_model
     from appt.training.config import load_config
+    from appt.training.engine import make_accelerator
     from appt.training.evaluate import collect_outputs, format_figures, summarize, write_report
     from appt.training.inference import run_folder_of, weights_folder
     from appt.training.loaders import make_loader
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{weights}: not inside a run folder; pass --config for the data and model")
     cfg = load_config(config, args.overrides)
 
-    accelerator = Accelerator(mixed_precision=cfg.train.precision)
+    accelerator = make_accelerator(cfg.train.precision)
     data = build_data(cfg, with_train=False)
     task = get_task(cfg.task, data.category_parts)
     model = build_model(cfg, data)

