@@ -148,6 +148,8 @@ def test_run_stopped_mid_epoch_resumes_bit_identical(trained: tuple[Path, str], 
     state = torch.load(stopped / "checkpoints" / "resume.pt", weights_only=True)
     assert (state["progress"]["epoch"], state["progress"]["batch"], state["progress"]["step"]) == (1, 1, 4)
     ok(appt("train", "--resume", str(stopped), "--no-progress"))
+    marks = [(e["event"], e["step"]) for e in read_metrics(stopped / "metrics.jsonl") if e["event"] in ("stopped", "resume")]
+    assert marks == [("stopped", 5), ("resume", 4)]
     for name in ("last", "best"):
         a = load_file(str(run / "checkpoints" / name / "appt_weights.safetensors"))
         b = load_file(str(stopped / "checkpoints" / name / "appt_weights.safetensors"))

@@ -55,6 +55,9 @@ def test_yaml_exponent_strings_become_floats_and_stage_lists_tuples() -> None:
                             "model": {"backbone": {"family": "hf_text"}, "centers": [128, 64]}})
     assert cfg.train.lr == pytest.approx(1e-3) and cfg.train.grad_clip is None
     assert cfg.model["centers"] == [128, 64]
+    counts = config_from_dict({"data": {"subset": 1.0, "test_subset": 300}, "train": {"epochs": 5.0}})
+    assert counts.data.subset == 1.0 and isinstance(counts.data.subset, float)  # all, as a fraction
+    assert counts.data.test_subset == 300 and counts.train.epochs == 5 and isinstance(counts.train.epochs, int)
 
 
 def test_overrides_reach_nested_keys_and_are_read_as_yaml(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -23,19 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _locate(args: argparse.Namespace) -> tuple[Path, Path | None, Path]:
+    """(weights, run folder or None, config file) named by ``--run`` / ``--weights`` / ``--config``."""
     from appt.errors import ConfigError
-    from appt.models.io import load_trained
-    from appt.training.builders import build_data, build_model
-    from appt.training.config import load_config
-    from appt.training.engine import make_accelerator
-    from appt.training.evaluate import collect_outputs, format_figures, summarize, write_report
     from appt.training.inference import run_folder_of, weights_folder
-    from appt.training.loaders import make_loader
-    from appt.training.tasks import get_task
 
-    if args.vote < 0:
-        raise ConfigError(f"--vote must be >= 0, got {args.vote}")
     if args.run:
         run_dir: Path | None = Path(args.run)
         weights = run_dir / "checkpoints" / args.checkpoint
@@ -46,8 +37,24 @@ def run(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else (run_dir / "config.yaml" if run_dir else None)
     if config is None:
         raise ConfigError(f"{weights}: not inside a run folder; pass --config for the data and model")
-    cfg = load_config(config, args.overrides)
+    return weights, run_dir, config
 
+
+def run(args: argparse.Namespace) -> int:
+    from appt.errors import ConfigError
+    from appt.models.io import load_trained
+    from appt.training.builders import build_data, build_model
+    from appt.training.config import load_config
+    from appt.training.engine import make_accelerator
+    from appt.training.evaluate import collect_outputs, format_figures, format_per_class, summarize, write_report
+    from appt.training.inference import weights_folder
+    from appt.training.loaders import make_loader
+    from appt.training.tasks import get_task
+
+    if args.vote < 0:
+        raise ConfigError(f"--vote must be >= 0, got {args.vote}")
+    weights, run_dir, config = _locate(args)
+    cfg = load_config(config, args.overrides)
     accelerator = make_accelerator(cfg.train.precision)
     data = build_data(cfg, with_train=False)
     task = get_task(cfg.task, data.category_parts)
@@ -61,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(task, outputs, data.classes)
     summary.update({"weights": str(weights), "vote": args.vote, "split": cfg.data.test_split})
     if accelerator.is_main_process:
-        default = run_dir / "eval" / (args.checkpoint if args.run else weights_folder(weights).name) if run_dir else Path("appt_eval")
-        out = Path(args.out) if args.out else default
-        written = write_report(summary, data.classes, out, title=f"{cfg.name}: {Path(weights).name}")
+        out = Path(args.out) if args.out else (
+            run_dir / "eval" / weights_folder(weights).name if run_dir else Path("appt_eval"))
+        written = write_report(summary, data.classes, out, title=f"{cfg.name}: {weights_folder(weights).name}")
         print(f"{cfg.data.test_split}: {format_figures(summary)}" + (f" [vote x{args.vote}]" if args.vote else ""))
+        print(format_per_class(summary))
         print("written: " + ", ".join(str(p) for p in written))
-        if "per_class_acc" in summary:
-            print(json.dumps({k: round(100 * v, 2) for k, v in summary["per_class_acc"].items()}))
     return 0

@@ -47,8 +47,8 @@ class DataSection:
     batch_size: int = 32
     eval_batch_size: int | None = None
     val_fraction: float = 0.0
-    subset: int | None = None
-    test_subset: int | None = None
+    subset: int | float | None = None  # a seeded per-class subset: a count, or a fraction if float
+    test_subset: int | float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     train_transforms: list[Any] = field(default_factory=list)
     test_transforms: list[Any] = field(default_factory=list)
@@ -298,6 +298,8 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if type(value) in args:  # int | float keeps 1.0 (a fraction) apart from 1 (a count)
+            return value
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:

@@ -85,9 +85,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.progress_bars = cfg, progress
         t = cfg.train
-        self.accelerator = acc = make_accelerator(t.precision)
         if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it, before CUDA starts
             torch.use_deterministic_algorithms(True, warn_only=True)
+        self.accelerator = acc = make_accelerator(t.precision)
         self.run_dir = Path(cfg.run_dir) if resume else new_run_dir(cfg, acc)
         cfg.run_dir = str(self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -184,15 +185,22 @@ class Trainer:
                   f"({100 * self.trainable / max(self.total, 1):.2f} %)")
             if s.step:
                 print(f"resuming at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
+        if s.step:
+            self.log.log("resume", s.step, epoch=s.epoch + 1, batch=s.batch)
         start = time.time()
-        while s.epoch < cfg.train.epochs:
-            if not self._train_epoch():
-                self.log.close()
-                return {"stopped_at_step": s.step, "run_dir": str(self.run_dir)}
-            self._end_epoch()
-        summary = self._finish(time.time() - start)
-        self.log.close()
-        return summary
+        try:
+            while s.epoch < cfg.train.epochs:
+                if not self._train_epoch():
+                    self.log.log("stopped", s.step, epoch=s.epoch + 1)
+                    return {"stopped_at_step": s.step, "run_dir": str(self.run_dir)}
+                self._end_epoch()
+            return self._finish(time.time() - start)
+        except KeyboardInterrupt:
+            if acc.is_main_process:
+                print(f"\ninterrupted; continue from the last checkpoint with: appt train --resume {self.run_dir}")
+            raise
+        finally:
+            self.log.close()
 
     def _train_epoch(self) -> bool:
         """Run the rest of epoch ``state.epoch``; False if stopped by ``train.stop_after_steps``."""

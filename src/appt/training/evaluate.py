@@ -87,3 +87,10 @@ def format_figures(summary: dict[str, Any]) -> str:
                 f"point accuracy {100 * summary['point_acc']:.2f} % ({summary['num_samples']} shapes)")
     return (f"overall accuracy {100 * summary['overall_acc']:.2f} %, mean class accuracy "
             f"{100 * summary['mean_class_acc']:.2f} % ({summary['num_samples']} shapes)")
+
+
+def format_per_class(summary: dict[str, Any]) -> str:
+    """One line per-class accuracy (classification) or per-category mIoU (part segmentation), in %."""
+    label, table = ("per class", summary.get("per_class_acc")) if "per_class_acc" in summary else \
+        ("per category mIoU", summary.get("per_category_miou", {}))
+    return f"{label}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in table.items())
