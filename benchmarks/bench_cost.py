@@ -43,7 +43,8 @@ GOALS = {"throughput_ratio_min": 1.3, "peak_memory_ratio_max": 0.6, "checkpoint_
 def parse_args(argv: list[str] | None = None) -> Any:
     p = common.base_parser(__doc__.splitlines()[0], "cost_cpu.json")
     p.add_argument("--backbones", default="vit_b,point_mae")
-    p.add_argument("--variants", default="appt,full_finetune,lora")
+    p.add_argument("--variants", default="appt,full_finetune,lora,encoder_only",
+                   help="encoder_only (the trainable embedding + head alone) shows the floor every variant pays")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--embedding", choices=sorted(common.EMBEDDINGS), help="default: cpu on CPU, default on CUDA")
@@ -183,7 +184,7 @@ def full_model_bytes(model: torch.nn.Module, folder: Path) -> int:
 def checkpoint_sizes(models: dict[str, torch.nn.Module]) -> dict[str, Any]:
     """Bytes ``save_pretrained`` writes per variant, and their fraction of the whole model's bytes."""
     with tempfile.TemporaryDirectory() as tmp:
-        full = full_model_bytes(next(iter(models.values())), Path(tmp))
+        full = full_model_bytes(next(m for m in models.values() if m.backbone is not None), Path(tmp))
         out: dict[str, Any] = {"full_model_bytes": full}
         for name, model in models.items():
             model.save_pretrained(Path(tmp) / name)

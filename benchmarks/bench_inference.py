@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,15 +86,12 @@ def cli_labels(out: Path) -> dict[str, str]:
         return {row["path"]: row["prediction"] for row in csv.DictReader(f)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    common.setup_torch(args.device, args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def measure(args: Any) -> tuple[dict[str, list[float]], float]:
+    """Interleaved timings of the CLI runs and the library path, and their top-1 agreement."""
     from appt import APPTForClassification
     from appt.training.inference import read_data_info
     from appt.training.predict import prepare_files
 
-    info = common.machine_info(args.device)
     all_files = common.modelnet10_files("test")
     classes = sorted({f.parts[-3] for f in all_files})
     rng = np.random.default_rng(args.seed)
@@ -117,9 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.small:
             runners["cli_small"] = lambda: run_cli(files[: args.small], weights, Path(tmp) / "small", args)
         times = common.interleaved(runners, args.repeats, warmup=0)
-        lib_top1 = [classes[i] for i in library()]
         cli_top1 = cli_labels(Path(tmp) / "large")
-        agree = float(np.mean([cli_top1.get(str(f)) == c for f, c in zip(files, lib_top1)]))
+        agree = float(np.mean([cli_top1.get(str(f)) == classes[i] for f, i in zip(files, library())]))
+    return times, agree
+
+
+def summarise(times: dict[str, list[float]], agree: float, args: Any) -> tuple[dict[str, Any], str]:
+    """Clouds per second (end to end, without start-up, library) and a markdown table."""
     med = {name: common.stats(t)["median"] for name, t in times.items()}
     result = {
         "cli_clouds_per_second_end_to_end": args.files / med["cli_large"],
@@ -130,20 +132,31 @@ def main(argv: list[str] | None = None) -> None:
     }
     rows = [[f"appt predict, {args.files} files", f"{med['cli_large']:.1f}", f"{result['cli_clouds_per_second_end_to_end']:.2f}"]]
     if args.small:
-        per_cloud = (med["cli_large"] - med["cli_small"]) / (args.files - args.small)
+        # per round, so the round's load cancels; then the median over rounds
+        per_cloud = statistics.median((big - small) / (args.files - args.small)
+                                      for big, small in zip(times["cli_large"], times["cli_small"]))
         result["cli_clouds_per_second_without_startup"] = 1.0 / per_cloud
         result["cli_startup_seconds"] = med["cli_small"] - args.small * per_cloud
         rows += [[f"appt predict, {args.small} files", f"{med['cli_small']:.1f}", f"{args.small / med['cli_small']:.2f}"],
                  ["appt predict, per extra cloud (start-up removed)", f"{per_cloud:.3f}", f"{1.0 / per_cloud:.2f}"]]
     rows.append([f"library model(points), {args.files} clouds", f"{med['library']:.1f}", f"{result['library_clouds_per_second']:.2f}"])
-    settings = {k: getattr(args, k) for k in ("backbone", "embedding", "files", "small", "batch_size", "repeats", "seed", "threads", "quick")}
-    settings["backbone_description"] = common.BACKBONES[args.backbone][0]
-    settings["embedding_config"] = common.EMBEDDINGS[args.embedding]
-    settings["command"] = "python -m appt.cli.main predict FILES --weights W --out O --batch-size B (= the appt script)"
     table = common.markdown_table(["what", "seconds (median)", "clouds/s"], rows)
     if args.small:
         table += f"\n\nstart-up of the command: {result['cli_startup_seconds']:.1f} s."
     table += f"\nCLI top-1 = library top-1 on {100 * agree:.0f} % of files."
+    return result, table
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    common.setup_torch(args.device, args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    info = common.machine_info(args.device)
+    result, table = summarise(*measure(args), args)
+    settings = {k: getattr(args, k) for k in ("backbone", "embedding", "files", "small", "batch_size", "repeats", "seed", "threads", "quick")}
+    settings["backbone_description"] = common.BACKBONES[args.backbone][0]
+    settings["embedding_config"] = common.EMBEDDINGS[args.embedding]
+    settings["command"] = "python -m appt.cli.main predict FILES --weights W --out O --batch-size B (= the appt script)"
     common.write_results(args.out, {"benchmark": "inference", "machine": info, "settings": settings,
                                     "results": result, "table": table})
     print(table)

@@ -29,7 +29,7 @@ def test_gpu_script_runs_cost_and_geometry_benchmarks_on_cpu(tmp_path: Path) -> 
     _run(["bash", str(BENCH / "gpu.sh")], DEVICE="cpu", QUICK="1", OUT=str(tmp_path))
     cost = json.loads((tmp_path / "cost_cpu_no.json").read_text())
     res = cost["results"]["tiny"]
-    assert set(res["step_seconds"]) == {"appt", "full_finetune", "lora"}
+    assert set(res["step_seconds"]) == {"appt", "full_finetune", "lora", "encoder_only"}
     assert all(s["median"] > 0 and s["n"] == 2 for s in res["step_seconds"].values())
     # full fine-tuning saves (about) the whole model, appt only its trained part
     ckpt = res["checkpoint"]
