@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set data.root=/data/modelnet")
     p.add_argument("--vote", type=int, default=0, metavar="N",
                    help="test-time voting: average the logits of N randomly scaled copies (field: 10)")
+    p.add_argument("--corrupt", nargs="+", default=[], metavar="KIND[:LEVEL]",
+                   help="also evaluate on ModelNet-C-style corrupted copies (jitter, dropout_global, "
+                        "dropout_local, add_global, add_local, scale, rotate, or all; levels 1-5, default all five)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/eval/<checkpoint>, else ./appt_eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.vote < 0:
         raise ConfigError(f"--vote must be >= 0, got {args.vote}")
+    specs = _parse_corruptions(args.corrupt)
     weights, run_dir, config = _locate(args)
     cfg = load_config(config, args.overrides)
     accelerator = make_accelerator(cfg.train.precision)
@@ -74,4 +78,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cfg.data.test_split}: {format_figures(summary)}" + (f" [vote x{args.vote}]" if args.vote else ""))
         print(format_per_class(summary))
         print("written: " + ", ".join(str(p) for p in written))
+    if specs:
+        result = _robustness(accelerator.unwrap_model(model), data, task, accelerator, cfg, specs, summary, args)
+        if accelerator.is_main_process:
+            from appt.training.robustness import format_table, write_robustness_report
+
+            metric = "instance mIoU" if "instance_miou" in summary else "overall accuracy"
+            written = write_robustness_report(result, out, metric)
+            print(format_table(result))
+            s = result["summary"]
+            print(f"clean {100 * s['clean']:.2f} %, mean under corruption {100 * s['mean_corrupted']:.2f} %, "
+                  f"mean drop {100 * s['mean_drop']:.2f} points"
+                  + (f", mCE vs clean {s['mce_vs_clean']:.3f}" if "mce_vs_clean" in s else ""))
+            print("written: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _parse_corruptions(items: list[str]) -> list[tuple[str, int]]:
+    """``["jitter:2", "rotate"]`` -> ``[("jitter", 2), ("rotate", 1..5)]``; unknown names -> ConfigError."""
+    from appt.data.corruptions import parse_corruption
+
+    return [spec for item in items for spec in parse_corruption(item)]
+
+
+def _robustness(model, data, task, accelerator, cfg, specs, clean_summary, args) -> dict:
+    """The main score on every corrupted copy of the test split (seeded by ``train.seed``)."""
+    from appt.training.evaluate import collect_outputs, summarize
+    from appt.training.loaders import make_loader
+    from appt.training.robustness import CorruptedDataset, robustness_summary
+
+    table: dict[str, dict[int, float]] = {}
+    for kind, level in specs:
+        dataset = CorruptedDataset(data.test, kind, level, seed=cfg.train.seed)
+        loader = accelerator.prepare(make_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size,
+                                                 cfg.train.seed, False, cfg.data.num_workers))
+        outputs = collect_outputs(model, loader, task, accelerator, progress=not args.no_progress,
+                                  desc=f"{kind}:{level}")
+        table.setdefault(kind, {})[level] = float(summarize(task, outputs, data.classes)["main"])
+    return {"weights": str(args.weights or args.run), "seed": cfg.train.seed, "table": table,
+            "summary": robustness_summary(float(clean_summary["main"]), table)}

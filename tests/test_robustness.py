@@ -1,0 +1,89 @@
+"""Corruption-robustness evaluation: corrupted test copies, the report's scores, and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DATA
+from test_cli_e2e import appt, ok, tiny_config
+
+from appt.data import build_dataset
+from appt.training.robustness import CorruptedDataset, robustness_summary
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SHAPENET = DATA / "shapenetcore_partanno_segmentation_benchmark_v0_normal"
+
+
+@pytest.fixture(scope="module")
+def caps():
+    return build_dataset("shapenetpart", SHAPENET, split="test", num_points=512, seed=0)
+
+
+def test_corrupted_copies_are_seeded_per_sample_and_keep_part_labels_on_their_points(caps):
+    a = CorruptedDataset(caps, "dropout_global", 3, seed=0)
+    b = CorruptedDataset(caps, "dropout_global", 3, seed=0)
+    c = CorruptedDataset(caps, "dropout_global", 3, seed=1)
+    assert torch.equal(a[0]["points"], b[0]["points"])
+    assert not torch.equal(a[0]["points"], c[0]["points"])
+    clean = caps[0]
+    out = a[0]
+    assert out["points"].shape[0] < clean["points"].shape[0] and out["points"].dtype == torch.float32
+    # every kept point is one of the clean points, and it kept that point's part label
+    rows = {tuple(p.tolist()): int(s) for p, s in zip(clean["points"], clean["seg"])}
+    assert all(rows[tuple(p.tolist())] == int(s) for p, s in zip(out["points"], out["seg"]))
+    assert out["seg"].shape[0] == out["points"].shape[0]
+
+
+def test_added_points_get_labels_of_real_parts(caps):
+    out = CorruptedDataset(caps, "add_local", 2, seed=0)[1]
+    assert out["points"].shape[0] > caps[1]["points"].shape[0]
+    assert set(out["seg"].tolist()) <= set(caps[1]["seg"].tolist())
+
+
+def test_summary_scores_match_a_hand_computed_example():
+    s = robustness_summary(0.9, {"jitter": {1: 0.8, 2: 0.7}, "rotate": {1: 0.9, 2: 0.6}})
+    assert s["mean_corrupted"] == pytest.approx(0.75)
+    assert s["mean_drop"] == pytest.approx(0.15)
+    # errors: jitter mean 0.25, rotate mean 0.25; clean error 0.1 -> 2.5 each
+    assert s["mce_vs_clean"] == pytest.approx(2.5)
+    assert "modelnet_c_mce" not in s  # only with all five levels
+    full = robustness_summary(0.9, {"jitter": {lv: 0.9 - 0.02 * lv for lv in range(1, 6)}})
+    assert full["modelnet_c_mce"] > 0 and "modelnet_c_rmce" in full
+
+
+def test_eval_corrupt_writes_a_reproducible_report(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    ok(appt("train", "--config", str(config), "--set", f"run_dir={run}", "--set", "train.epochs=1", "--no-progress"))
+    reports = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        proc = ok(appt("eval", "--run", str(run), "--out", str(out), "--no-progress",
+                       "--corrupt", "jitter", "dropout_global:5", "add_local:2"))
+        assert "mean drop" in proc.stdout
+        reports.append(json.loads((out / "robustness.json").read_text()))
+        assert (out / "robustness.png").read_bytes()[:8] == PNG
+        assert "| jitter |" in (out / "robustness.md").read_text()
+        with open(out / "robustness.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 1 + 5 + 1 + 1  # clean + jitter 1..5 + two single levels
+        clean = json.loads((out / "metrics.json").read_text())["overall_acc"]
+        assert reports[-1]["summary"]["clean"] == pytest.approx(clean)
+    assert reports[0]["table"] == reports[1]["table"]
+    table = reports[0]["table"]
+    assert sorted(table) == ["add_local", "dropout_global", "jitter"]
+    assert sorted(table["jitter"], key=int) == ["1", "2", "3", "4", "5"]
+    assert all(0.0 <= v <= 1.0 for levels in table.values() for v in levels.values())
+
+
+def test_unknown_corruption_is_a_clear_usage_error(tmp_path: Path) -> None:
+    # refused before anything is loaded, so a weights path that does not exist is never reached
+    proc = appt("eval", "--weights", str(tmp_path / "none"), "--corrupt", "melt:3", "--no-progress")
+    assert proc.returncode == 2
+    assert "melt" in proc.stderr and "Traceback" not in proc.stderr
+    proc = appt("eval", "--weights", str(tmp_path / "none"), "--corrupt", "jitter:9", "--no-progress")
+    assert proc.returncode == 2 and "level" in proc.stderr
