@@ -155,6 +155,10 @@ def test_loading_into_another_backbone_fails_clearly(tmp_path):
         wider.load_trained(tmp_path / "w")
     with pytest.raises(CheckpointError, match="no such"):
         model.load_trained(tmp_path / "missing")
+    other.save_pretrained(tmp_path / "minilm")
+    random_twin = APPTForClassification(small_config(BackboneSpec("hf_text", "minilm", pretrained=False)))
+    with pytest.raises(CheckpointError, match="random"):
+        random_twin.load_trained(tmp_path / "minilm")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -35,8 +35,9 @@ class BackboneSpec:
         return asdict(self)
 
     def identity(self) -> str:
-        """A string that differs whenever the backbone's architecture differs (for load checks)."""
-        return f"{self.family}:{self.name}"
+        """A string that differs whenever the frozen backbone differs (for load checks): trained
+        weights made on a randomly initialised backbone do not fit its pretrained twin."""
+        return f"{self.family}:{self.name}" + ("" if self.pretrained else ":random")
 
 
 class Backbone(nn.Module):

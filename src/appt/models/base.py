@@ -25,7 +25,6 @@ from appt.models.summary import count_parameters, format_summary
 M = TypeVar("M", bound="APPTModel")
 
 
-
 class APPTModel(nn.Module):
     """Trunk ``(B, N, C_in) -> tokens (B, T, D)`` with ``T = c + P + G``.
 
