@@ -66,7 +66,7 @@ def test_weights_for_another_backbone(setup, capsys) -> None:
     config, weights = setup
     fails(capsys, ["eval", "--weights", str(weights), "--config", str(config), "--no-progress",
                    "--set", "model.backbone.family=none", "--set", "model.backbone.options={width: 64}"],
-          "trained for backbone 'point_mae:'", "none:")
+          "trained for backbone 'point_mae:", "uses 'none:")
 
 
 def test_unreadable_or_missing_input_for_predict(setup, capsys, tmp_path: Path) -> None:

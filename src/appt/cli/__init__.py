@@ -1,0 +1,1 @@
+"""The ``appt`` command line (``appt.cli.main:main``); see docs/cli.md."""
