@@ -184,6 +184,7 @@ def test_part_segmentation_train_eval_predict(tmp_path: Path) -> None:
     metrics = json.loads((run / "eval" / "best" / "metrics.json").read_text())
     assert list(metrics["per_category_miou"]) == ["Cap"]
     assert metrics["instance_miou"] == pytest.approx(summary["best_epoch"]["instance_miou"])
+    assert (run / "eval" / "best" / "parts.png").read_bytes()[:8] == PNG
     files = sorted((root / "02954340").glob("*.txt"))[:3]
     out = tmp_path / "pred"
     assert main(["predict", "--weights", str(run / "checkpoints" / "best"), "--category", "Cap",
@@ -193,3 +194,12 @@ def test_part_segmentation_train_eval_predict(tmp_path: Path) -> None:
     for r in records:
         assert r["label"] == "Cap" and len(r["parts"]) == 512 and set(r["parts"]) <= {6, 7}
     assert len(list((out / "renders").glob("*.png"))) == 3
+    from plyfile import PlyData
+
+    for i, (r, f) in enumerate(zip(records, files)):
+        ply = PlyData.read(str(out / "parts" / f"{i:04d}_{f.stem}.ply"))["vertex"]
+        assert ply.count == 512 and list(ply["label"]) == r["parts"]
+        with open(out / "parts" / f"{i:04d}_{f.stem}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [int(row["part"]) for row in rows] == r["parts"]
+        np.testing.assert_allclose([float(row["x"]) for row in rows], ply["x"], atol=1e-5)

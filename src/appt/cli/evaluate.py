@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else (
             run_dir / "eval" / weights_folder(weights).name if run_dir else Path("appt_eval"))
         written = write_report(summary, data.classes, out, title=f"{cfg.name}: {weights_folder(weights).name}")
+        if "instance_miou" in summary:
+            written.append(_render_parts(accelerator.unwrap_model(model), data.test, task, out / "parts.png"))
         print(f"{cfg.data.test_split}: {format_figures(summary)}" + (f" [vote x{args.vote}]" if args.vote else ""))
         print(format_per_class(summary))
         print("written: " + ", ".join(str(p) for p in written))
@@ -92,6 +94,25 @@ def run(args: argparse.Namespace) -> int:
                   + (f", mCE vs clean {s['mce_vs_clean']:.3f}" if "mce_vs_clean" in s else ""))
             print("written: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _render_parts(model, dataset, task, path: Path, count: int = 4) -> Path:
+    """A PNG of the first ``count`` test shapes coloured by predicted and by true parts."""
+    import torch
+
+    from appt.data import collate
+    from appt.training.plots import render_part_comparison
+
+    batch = collate([dataset[i] for i in range(min(count, len(dataset)))])
+    device = next(model.parameters()).device
+    on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    model.eval()
+    with torch.no_grad():
+        pred = task.predict(task.forward(model, on_device), on_device["category"]).cpu().numpy()
+    shapes = [(Path(name).stem, pts.numpy(), p, true.numpy())
+              for name, pts, p, true in zip(batch["path"], batch["points"], pred, batch["seg"])]
+    render_part_comparison(shapes, path)
+    return path
 
 
 def _parse_corruptions(items: list[str]) -> list[tuple[str, int]]:

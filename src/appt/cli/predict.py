@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from appt.errors import ConfigError
     from appt.training.builders import model_class
     from appt.training.inference import read_data_info, weights_folder
-    from appt.training.predict import collect_files, format_table, prepare_files, render_predictions, run_model, write_predictions
+    from appt.training.predict import (collect_files, format_table, prepare_files, render_predictions, run_model,
+                                       write_part_labels, write_predictions)
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k and --batch-size must be >= 1")
@@ -50,9 +51,12 @@ def run(args: argparse.Namespace) -> int:
     results = run_model(model, points, files, classes, args.batch_size, args.top_k, category, allowed)
     out = Path(args.out)
     written = write_predictions(results, out)
+    if category is not None:
+        written += write_part_labels(results, xyz, out / "parts")
     if args.render:
         written += render_predictions(results, xyz, classes, out / "renders")
     print(format_table(results))
     print(f"written: {out / 'predictions.csv'}, {out / 'predictions.json'}"
+          + (f", per-point parts (PLY + CSV) in {out / 'parts'}" if category is not None else "")
           + (f", {len(results)} PNGs in {out / 'renders'}" if args.render else ""))
     return 0

@@ -113,6 +113,29 @@ def write_predictions(results: Sequence[Prediction], out_dir: Path) -> list[Path
     return [csv_path, json_path]
 
 
+def write_part_labels(results: Sequence[Prediction], xyz: Sequence[np.ndarray], out_dir: Path) -> list[Path]:
+    """Per-point part labels of each segmented file: ``<i>_<name>.ply`` (vertices x, y, z with an
+    integer ``label`` property, readable by CloudCompare/MeshLab/plyfile) and ``.csv`` (x, y, z, part)."""
+    from plyfile import PlyData, PlyElement
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (r, pts) in enumerate(zip(results, xyz)):
+        if r.parts is None:
+            continue
+        stem = out_dir / f"{i:04d}_{Path(r.path).stem}"
+        vertex = np.empty(len(pts), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("label", "i4")])
+        vertex["x"], vertex["y"], vertex["z"] = (pts[:, j] for j in range(3))
+        vertex["label"] = r.parts
+        PlyData([PlyElement.describe(vertex, "vertex")]).write(str(stem.with_suffix(".ply")))
+        with open(stem.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["x", "y", "z", "part"])
+            w.writerows([f"{a:.6f}", f"{b:.6f}", f"{c:.6f}", int(p)] for (a, b, c), p in zip(pts[:, :3], r.parts))
+        written += [stem.with_suffix(".ply"), stem.with_suffix(".csv")]
+    return written
+
+
 def render_predictions(results: Sequence[Prediction], xyz: Sequence[np.ndarray], classes: Sequence[str],
                        out_dir: Path) -> list[Path]:
     """One PNG per file: the prepared cloud coloured by its predicted class (or per-point part)."""
