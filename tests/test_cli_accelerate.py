@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_two_process_cpu_run_of_the_demo_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    accelerate = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "APPT_DATA": str(MODELNET10.parents[2])}
     cmd = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        # `accelerate launch`, run by module so it is the one installed beside this Python
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
         "-m", "appt.cli.main", "train", "--config", "configs/demo_modelnet10_minilm.yaml", "--no-progress",
         "--set", f"run_dir={run}", "--set", "data.subset=20", "--set", "data.test_subset=10",
