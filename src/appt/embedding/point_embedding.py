@@ -73,7 +73,7 @@ class LocalGeometryStage(nn.Module):
         rel = rel / scale
 
         h = gather(self.neighbour_proj(feat), neighbours)  # (B, G, k, Cout)
-        h = h + gather(self.centre_proj(feat), centre_idx).unsqueeze(2)
+        h = h + self.centre_proj(gather(feat, centre_idx)).unsqueeze(2)  # project the G centres only
         h = batch_norm(h, self.bn).relu()
         pe = self.geometry(rel)
         h = self.blocks((h + pe) * pe)
