@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from appt.errors import CheckpointError
+from appt.fileio import atomic_write
 from appt.training.checkpoint import (
-    atomic_write,
     load_trainable_state,
     load_training_state,
     remove_stale_temps,
@@ -31,7 +31,7 @@ def test_kill_while_writing_keeps_the_previous_checkpoint(tmp_path: Path) -> Non
     # A separate process starts replacing the file, writes half of it, and is SIGKILLed.
     script = textwrap.dedent(f"""
         import os, signal
-        from appt.training.checkpoint import atomic_write
+        from appt.fileio import atomic_write
         def half(tmp):
             with open(tmp, "wb") as f:
                 f.write(b"partial checkpoint bytes")

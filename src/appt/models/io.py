@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from appt.errors import CheckpointError
+from appt.fileio import atomic_write
 
 if TYPE_CHECKING:
     from appt.models.base import APPTModel
@@ -37,19 +37,6 @@ def trained_state_dict(model: "APPTModel") -> dict[str, Tensor]:
     }
 
 
-def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_trained(model: "APPTModel", path: str | os.PathLike) -> Path:
     """Save ``model``'s trained weights to ``path`` (a ``.safetensors`` file, or a folder that gets
     ``appt_weights.safetensors`` + ``appt_config.json``). Returns the weights file."""
@@ -63,9 +50,11 @@ def save_trained(model: "APPTModel", path: str | os.PathLike) -> Path:
         "variant": model.config.variant,
         "config": config_json,
     }
-    _atomic_save(trained_state_dict(model), weights, metadata)
+    tensors = trained_state_dict(model)
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     if path.suffix != ".safetensors":
-        (path / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(text))
     return weights
 
 

@@ -16,36 +16,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from appt.errors import CheckpointError
-
-TMP_MARK = ".tmp-"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` to fill a temporary file, then atomically move it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from appt.fileio import TMP_MARK, atomic_write, fsync
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> None:
@@ -68,9 +45,9 @@ def publish_weights(model: Any, target: str | os.PathLike) -> Path:
     try:
         model.save_pretrained(scratch)
         for f in sorted(scratch.iterdir(), key=lambda p: p.suffix == ".safetensors"):
-            _fsync(f)
+            fsync(f)
             os.replace(f, target / f.name)
-        _fsync(target)
+        fsync(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target

@@ -23,11 +23,11 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from appt.errors import CheckpointError, ConfigError
+from appt.fileio import atomic_write
 from appt.models.io import load_trained
 from appt.models.summary import count_parameters
 from appt.training.builders import build_data, build_model, build_optimizer, build_scheduler
 from appt.training.checkpoint import (
-    atomic_write,
     load_trainable_state,
     load_training_state,
     publish_weights,
