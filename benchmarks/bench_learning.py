@@ -6,6 +6,9 @@ training subset, epochs and recipe, and tests every epoch on the official test s
 per-run learning curves and a per-variant mean +- std to JSON, and a learning-curve plot.
 
     python benchmarks/bench_learning.py --subset 500 --epochs 4 --seeds 0 1 2
+
+With ``--val F`` a seeded per-class fraction ``F`` of the training split is held out and the
+curves are *validation* accuracy (for choosing settings; the test figures are not recorded).
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, workdir: Path) ->
     ]
     if args.subset:
         overrides.append(f"data.subset={args.subset}")
-    if args.test_subset:
+    if args.val:
+        # Choosing settings must not look at the test split: score the held-out part of train,
+        # and keep the (unrecorded) end-of-run test pass tiny.
+        overrides += [f"data.val_fraction={args.val}", "data.test_subset=10"]
+    elif args.test_subset:
         overrides.append(f"data.test_subset={args.test_subset}")
     overrides += args.set
     cfg = load_config(args.config, overrides)
@@ -48,7 +55,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, workdir: Path) ->
     curve = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         event = json.loads(line)
-        if event.get("event") == "eval_test":
+        if event.get("event") == ("eval_val" if args.val else "eval_test"):
             curve.append({"epoch": event["epoch"], "overall_acc": event["overall_acc"],
                           "mean_class_acc": event["mean_class_acc"]})
     return {
@@ -78,8 +85,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Test OA against epochs: mean over seeds per variant, shaded min..max."""
+def plot(runs: list[dict[str, Any]], path: Path, title: str, split: str = "test") -> None:
+    """Test (or validation) OA against epochs: mean over seeds per variant, shaded min..max."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +100,7 @@ def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.plot(epochs, [statistics.mean(c) for c in cols], marker="o", label=variant)
         ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.15)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test overall accuracy (%)")
+    ax.set_ylabel(f"{split} overall accuracy (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -111,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--subset", type=int, default=500, help="seeded per-class training subset (0 = all 3,991)")
     p.add_argument("--test-subset", type=int, default=0, help="0 = the whole official test split (908)")
+    p.add_argument("--val", type=float, default=0.0, help="hold out this fraction of train and report validation curves")
     p.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / f"learning_{time.strftime('%Y-%m-%d')}.json"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "learning_curve.png"))
+    p.add_argument("--plot-backbone", default=str(ROOT / "docs" / "learning_curve_backbone.png"),
+                   help="second plot: appt vs encoder_only vs random_backbone alone (when they all ran)")
     args = p.parse_args(argv)
 
     runs = []
@@ -127,10 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = aggregate(runs)
     settings = {"config": str(Path(args.config).relative_to(ROOT)) if Path(args.config).is_relative_to(ROOT) else args.config,
                 "epochs": args.epochs, "train_subset": args.subset or "all", "test": args.test_subset or "all 908",
-                "seeds": args.seeds, "overrides": args.set}
+                "seeds": args.seeds, "overrides": args.set,
+                "scored_on": f"validation ({args.val:.0%} of train, seeded per class)" if args.val else "test"}
     write_results(args.out, {"benchmark": "learning", "machine": machine_info("cpu"), "settings": settings,
                              "summary": summary, "runs": runs})
-    plot(runs, Path(args.plot), f"ModelNet10, {args.subset or 'all'} train shapes, 1,024 pts, seeds {args.seeds}")
+    plot(runs, Path(args.plot), f"ModelNet10, {args.subset or 'all'} train shapes, 1,024 pts, seeds {args.seeds}",
+         "validation" if args.val else "test")
+    trio = ("appt", "encoder_only", "random_backbone")
+    if all(v in args.variants for v in trio):
+        plot([r for r in runs if r["variant"] in trio], Path(args.plot_backbone),
+             f"Does the frozen backbone help? ModelNet10, {args.subset or 'all'} train shapes, seeds {args.seeds}",
+             "validation" if args.val else "test")
     rows = [[v, f"{100 * s['last_overall_acc'][0]:.2f} ± {100 * s['last_overall_acc'][1]:.2f}",
              f"{100 * s['last_mean_class_acc'][0]:.2f} ± {100 * s['last_mean_class_acc'][1]:.2f}",
              f"{100 * s['best_overall_acc'][0]:.2f} ± {100 * s['best_overall_acc'][1]:.2f}",

@@ -51,15 +51,19 @@ def test_permuting_points_leaves_eval_logits_unchanged(real_clouds, backbone):
     assert (a - b).abs().max().item() <= 1e-5
 
 
-def test_training_changes_exactly_the_trainable_tensors(real_clouds):
+@pytest.mark.parametrize("tune_norms", [False, True], ids=["frozen", "tune_norms"])
+def test_training_changes_exactly_the_trainable_tensors(real_clouds, tune_norms):
     torch.manual_seed(0)
     clouds, labels = real_clouds
-    model = APPTForClassification(small_config())
+    model = APPTForClassification(small_config(tune_norms=tune_norms))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith("backbone.") for n in frozen)
-    assert {n for n in trainable if n.startswith("backbone.")} == set()
+    norms = {f"backbone.{name}.{t}" for name, m in model.backbone.named_modules()
+             if isinstance(m, torch.nn.LayerNorm) and m is not model.backbone.final_norm for t in ("weight", "bias")}
+    assert len(norms) == 2 * 2 * 3  # two per block of the tiny point_mae (its final norm is the trunk's copy)
+    assert {n for n in trainable if n.startswith("backbone.")} == (norms if tune_norms else set())
 
     opt = torch.optim.SGD(model.parameters(), lr=0.1)  # every tensor offered: the freezing must hold anyway
     model.train()
@@ -109,6 +113,38 @@ def test_all_blocks_prompted_by_default(real_clouds):
     with torch.no_grad():
         model(clouds[:2])
     assert seen == [1 + 3 + 32]
+
+
+def test_readout_depths_add_the_input_tokens_beside_the_last_block(real_clouds):
+    """Depth 0 is what encoder_only reads; the deeper part equals the default readout, and blocks
+    after the deepest depth read are not run."""
+    from appt.errors import ConfigError
+
+    clouds, _ = real_clouds
+    default = APPTForClassification(small_config()).eval()
+    both = APPTForClassification(small_config(readout_depths=(3, 0))).eval()
+    both.load_state_dict(default.state_dict())
+    assert both.count_parameters() == default.count_parameters()
+    with torch.no_grad():
+        last, emb = default.encode(clouds[:2])
+        read, _ = both.encode(clouds[:2])
+        tokens = both.table(torch.cat((both.backbone.cls_token.expand(2, -1, -1), both.position(emb.tokens)), dim=1))
+    g = 1 + 32
+    assert read.shape[1] == g + last.shape[1]
+    torch.testing.assert_close(read[:, g:], last)
+    torch.testing.assert_close(read[:, :g], both.norm(tokens))
+
+    shallow = APPTForClassification(small_config(readout_depths=(1,))).eval()
+    ran: list[int] = []
+    for i, block in enumerate(shallow.backbone.blocks):
+        block.register_forward_hook(lambda m, inp, out, i=i: ran.append(i) and None)
+    with torch.no_grad():
+        shallow(clouds[:2])
+    assert ran == [0]
+    with pytest.raises(ConfigError, match="beyond the backbone's 3 blocks"):
+        APPTForClassification(small_config(readout_depths=(4,)))
+    with pytest.raises(ConfigError, match="from 0"):
+        small_config(readout_depths=(-1,))
 
 
 def test_minilm_backbone_loads_offline_and_loss_falls_on_real_shapes(real_clouds):

@@ -156,6 +156,8 @@ def test_feature_blocks_choose_depths_and_skip_unread_blocks(cap_val):
         APPTForPartSegmentation(seg_config(seg_feature_blocks=(2, 4)))
     with pytest.raises(ConfigError, match="seg_fp_widths"):
         seg_config(seg_fp_widths=(64, 32, 16))
+    with pytest.raises(ConfigError, match="readout_depths is for classification"):
+        APPTForPartSegmentation(seg_config(readout_depths=(0, 3)))
 
 
 def test_bad_category_is_refused(cap_val):

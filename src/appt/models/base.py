@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from appt.backbones import build_backbone
 from appt.backbones.base import Backbone
 from appt.embedding import EmbeddingOutput, PointEmbedding, PositionMixing, PositionTable, insert_prompt, make_prompt
+from appt.errors import ConfigError
 from appt.models.config import APPTConfig
 from appt.models.io import load_trained, read_config_dict, save_trained
 from appt.models.lora import add_lora
@@ -68,6 +69,7 @@ class APPTModel(nn.Module):
             else None
         )
         self.norm = self._make_norm(backbone)
+        self.read_depths  # noqa: B018 - checks config.readout_depths against the depth now, not at the first forward
         if config.variant == "lora" and self.backbone is not None:
             add_lora(self.backbone, config.lora_rank, config.lora_alpha)
         self._set_trainable()
@@ -95,6 +97,13 @@ class APPTModel(nn.Module):
         if self.backbone is not None and variant != "full_finetune":
             for name, p in self.backbone.named_parameters():
                 p.requires_grad_(variant == "lora" and "lora_" in name)
+            if self.config.tune_norms and variant != "linear_probe":
+                # Norm tuning (as in frozen-pretrained-transformer studies): a few thousand scales
+                # and shifts let the frozen blocks meet token statistics unlike their own data.
+                # The final norm is skipped: the trunk uses its own trainable copy (``self.norm``).
+                for module in self.backbone.modules():
+                    if isinstance(module, nn.LayerNorm) and module is not self.backbone.final_norm:
+                        module.requires_grad_(True)
         if variant == "linear_probe":
             for module in (self.embedding, self.position, self.table):
                 if module is not None:
@@ -116,7 +125,10 @@ class APPTModel(nn.Module):
         return self
 
     def encode(self, points: Tensor) -> tuple[Tensor, EmbeddingOutput]:
-        """``(B, N, C_in) -> (tokens (B, c + P + G, D) after the final norm, embedding output)``."""
+        """``(B, N, C_in) -> (tokens (B, T, D) after the final norm, embedding output)``.
+
+        ``T = c + P + G`` when only the last block is read (see ``read_depths``).
+        """
         emb = self.embedding(points)
         x = emb.tokens
         if self.position is not None:
@@ -129,17 +141,41 @@ class APPTModel(nn.Module):
             x = self.run_backbone(x, make_prompt(emb.tokens))
         return self.norm(x), emb
 
+    @property
+    def read_depths(self) -> tuple[int, ...]:
+        """Depths whose tokens the readout sees (``config.readout_depths``, default: the last block).
+
+        Depth 0 is the token set entering the backbone (what ``encoder_only`` reads), depth ``i``
+        the output of block ``i``. Reading depth 0 beside the last block lets the head keep what
+        the trainable embedding found even where the frozen blocks blur it.
+        """
+        if self.backbone is None:
+            return (0,)
+        depth = self.backbone.depth
+        depths = tuple(sorted(set(self.config.readout_depths))) or (depth,)
+        if depths[-1] > depth:
+            raise ConfigError(f"model.readout_depths: depth {depths[-1]} is beyond the backbone's {depth} blocks")
+        return depths
+
     def run_backbone(self, x: Tensor, prompt: Tensor) -> Tensor:
-        """Frozen blocks with cumulative prompt insertion, ``(B, c + G, D) -> (B, c + P + G, D)``."""
+        """Frozen blocks with cumulative prompt insertion, ``(B, c + G, D) -> (B, T_read, D)``.
+
+        Returns the tokens at each of ``read_depths`` stacked along the token axis (``c + P + G``
+        tokens for the last block alone); blocks after the deepest one read are not run.
+        """
         backbone = self.backbone
         num_points = self.embedding.num_tokens
+        depths = self.read_depths
+        read = [x] if depths[0] == 0 else []
         x = backbone.prepare_tokens(x)
         prompt = backbone.prepare_tokens(prompt)
-        for i, block in enumerate(backbone.blocks):
+        for i, block in enumerate(backbone.blocks[: depths[-1]]):
             if i < self.num_prompt_blocks:
                 x = insert_prompt(x, prompt, self.num_class_tokens + i, num_points)
             x = block(x)
-        return x
+            if i + 1 in depths:
+                read.append(x)
+        return torch.cat(read, dim=1)
 
     # --- peft-style conveniences -------------------------------------------------------------
     def count_parameters(self) -> tuple[int, int]:

@@ -43,7 +43,9 @@ class APPTConfig:
     position_mixing: bool = True
     position_table: bool = True
     prompt_blocks: int | None = None
+    tune_norms: bool = False  # also train the frozen backbone's LayerNorm scales/shifts (not in linear_probe)
     readout_dropout: float = 0.1
+    readout_depths: tuple[int, ...] = ()  # classification: depths read (0 = tokens entering the backbone); () = last
     head_hidden: tuple[int, ...] = (512, 256)
     head_dropout: float = 0.5
     variant: str = "appt"
@@ -58,7 +60,7 @@ class APPTConfig:
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
             self.backbone = BackboneSpec(**self.backbone)
-        for name in ("centers", "neighbors", "widths", "blocks", "head_hidden", "seg_feature_blocks", "seg_fp_widths"):
+        for name in ("centers", "neighbors", "widths", "blocks", "head_hidden", "readout_depths", "seg_feature_blocks", "seg_fp_widths"):
             value = getattr(self, name)
             setattr(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
         if self.variant not in VARIANTS:
@@ -75,6 +77,8 @@ class APPTConfig:
                 "model.centers, neighbors, widths and blocks need one entry per stage, got "
                 f"{len(self.centers)}, {len(self.neighbors)}, {len(self.widths)}, {len(self.blocks)}"
             )
+        if any(d < 0 for d in self.readout_depths):
+            raise ConfigError(f"model.readout_depths are block counts from 0 (the backbone's input), got {list(self.readout_depths)}")
         self._check_segmentation(stages)
 
     def _check_segmentation(self, stages: int) -> None:

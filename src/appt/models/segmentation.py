@@ -35,6 +35,8 @@ class APPTForPartSegmentation(APPTModel):
     """
 
     def __init__(self, config: APPTConfig) -> None:
+        if config.readout_depths:
+            raise ConfigError("model.readout_depths is for classification; part segmentation reads seg_feature_blocks")
         super().__init__(config)
         self.feature_blocks = self._resolve_feature_blocks()
         emb = self.embedding
