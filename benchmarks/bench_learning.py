@@ -124,30 +124,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=str(ROOT / "docs" / "learning_curve.png"))
     p.add_argument("--plot-backbone", default=str(ROOT / "docs" / "learning_curve_backbone.png"),
                    help="second plot: appt vs encoder_only vs random_backbone alone (when they all ran)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="no training: combine the runs of shard results (same settings, e.g. variants split "
+                        "over two 1-thread processes) into --out and the plots")
     args = p.parse_args(argv)
+    split = "validation" if args.val else "test"
 
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="appt-learning-") as tmp:
-        for seed in args.seeds:  # seed-major, so a cut-short benchmark still compares variants fairly
-            for variant in args.variants:
-                run = run_one(variant, seed, args, Path(tmp))
-                runs.append(run)
-                print(f"{variant:16s} seed {seed}: last OA {100 * run['last']['overall_acc']:.2f} %, "
-                      f"best {100 * run['best_overall_acc']:.2f} %, {run['seconds']:.0f} s", flush=True)
+    if args.merge:
+        shards = [json.loads(Path(f).read_text()) for f in args.merge]
+        settings = {k: v for k, v in shards[0]["settings"].items() if k != "variants"}
+        for shard, name in zip(shards, args.merge):
+            if {k: v for k, v in shard["settings"].items() if k != "variants"} != settings:
+                raise SystemExit(f"{name}: settings differ from {args.merge[0]}; refusing to merge")
+        runs = sorted((r for shard in shards for r in shard["runs"]), key=lambda r: (VARIANTS.index(r["variant"]), r["seed"]))
+        settings["shards"] = [{"file": Path(f).name, "machine": sh["machine"]} for f, sh in zip(args.merge, shards)]
+        split = "validation" if settings["scored_on"] != "test" else "test"
+        machine = shards[0]["machine"]
+        complete = all(shard.get("complete", True) for shard in shards)
+    else:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        machine = machine_info("cpu")
+        settings = {"config": str(Path(args.config).relative_to(ROOT)) if Path(args.config).is_relative_to(ROOT) else args.config,
+                    "epochs": args.epochs, "train_subset": args.subset or "all", "test": args.test_subset or "all 908",
+                    "seeds": args.seeds, "overrides": args.set, "variants": args.variants,
+                    "scored_on": f"validation ({args.val:.0%} of train, seeded per class)" if args.val else "test"}
+        runs, complete = [], True
+        with tempfile.TemporaryDirectory(prefix="appt-learning-") as tmp:
+            for seed in args.seeds:  # seed-major, so a cut-short benchmark still compares variants fairly
+                for variant in args.variants:
+                    run = run_one(variant, seed, args, Path(tmp))
+                    runs.append(run)
+                    print(f"{variant:16s} seed {seed}: last OA {100 * run['last']['overall_acc']:.2f} %, "
+                          f"best {100 * run['best_overall_acc']:.2f} %, {run['seconds']:.0f} s", flush=True)
+                    # after every run, so a benchmark cut short keeps what it measured
+                    write_results(args.out, {"benchmark": "learning", "complete": False, "machine": machine,
+                                             "settings": settings, "runs": runs})
     summary = aggregate(runs)
-    settings = {"config": str(Path(args.config).relative_to(ROOT)) if Path(args.config).is_relative_to(ROOT) else args.config,
-                "epochs": args.epochs, "train_subset": args.subset or "all", "test": args.test_subset or "all 908",
-                "seeds": args.seeds, "overrides": args.set,
-                "scored_on": f"validation ({args.val:.0%} of train, seeded per class)" if args.val else "test"}
-    write_results(args.out, {"benchmark": "learning", "machine": machine_info("cpu"), "settings": settings,
+    write_results(args.out, {"benchmark": "learning", "complete": complete, "machine": machine, "settings": settings,
                              "summary": summary, "runs": runs})
-    plot(runs, Path(args.plot), f"ModelNet10, {args.subset or 'all'} train shapes, 1,024 pts, seeds {args.seeds}",
-         "validation" if args.val else "test")
+    label = f"ModelNet10, {settings['train_subset']} train shapes, 1,024 pts, {settings['epochs']} epochs, seeds {settings['seeds']}"
+    plot(runs, Path(args.plot), label, split)
     trio = ("appt", "encoder_only", "random_backbone")
-    if all(v in args.variants for v in trio):
-        plot([r for r in runs if r["variant"] in trio], Path(args.plot_backbone),
-             f"Does the frozen backbone help? ModelNet10, {args.subset or 'all'} train shapes, seeds {args.seeds}",
-             "validation" if args.val else "test")
+    if all(any(r["variant"] == v for r in runs) for v in trio):
+        plot([r for r in runs if r["variant"] in trio], Path(args.plot_backbone), f"Does the frozen backbone help? {label}", split)
     rows = [[v, f"{100 * s['last_overall_acc'][0]:.2f} ± {100 * s['last_overall_acc'][1]:.2f}",
              f"{100 * s['last_mean_class_acc'][0]:.2f} ± {100 * s['last_mean_class_acc'][1]:.2f}",
              f"{100 * s['best_overall_acc'][0]:.2f} ± {100 * s['best_overall_acc'][1]:.2f}",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,3 +103,31 @@ def test_reproduce_script_trains_configs_on_real_data_and_writes_the_table(tmp_p
     assert cells[8] == f"{summary['trainable_params']:,} / {summary['total_params']:,}"
     missing = [c.strip() for c in rows[1].strip("|").split("|")]
     assert missing[6] == "not run" and "ScanObjectNN" in missing[7]
+
+
+def _shard(variant: str, accs: list[float], overrides: list[str]) -> dict:
+    runs = [{"variant": variant, "seed": seed, "seconds": 1.0, "trainable_params": 5, "total_params": 9,
+             "curve": [{"epoch": 1, "overall_acc": a / 2, "mean_class_acc": a / 3}, {"epoch": 2, "overall_acc": a, "mean_class_acc": a / 2}],
+             "last": {"epoch": 2, "overall_acc": a, "mean_class_acc": a / 2}, "best_overall_acc": a}
+            for seed, a in enumerate(accs)]
+    settings = {"config": "c.yaml", "epochs": 2, "train_subset": 8, "test": "all 908", "seeds": [0, 1],
+                "overrides": overrides, "variants": [variant], "scored_on": "test"}
+    return {"machine": {"cpu": "x"}, "settings": settings, "runs": runs}
+
+
+def test_learning_benchmark_merges_shards_and_refuses_unlike_ones(tmp_path: Path) -> None:
+    import bench_learning
+
+    for name, shard in {"a": _shard("encoder_only", [0.5, 0.7], []), "b": _shard("appt", [0.8, 0.9], []),
+                        "c": _shard("appt", [0.8, 0.9], ["model.tune_norms=true"])}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(shard))
+    out = tmp_path / "merged.json"
+    plots = ["--plot", str(tmp_path / "p.png"), "--plot-backbone", str(tmp_path / "q.png")]
+    assert bench_learning.main(["--merge", str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--out", str(out), *plots]) == 0
+    merged = json.loads(out.read_text())
+    assert list(merged["summary"]) == ["appt", "encoder_only"]  # the order of appt.models.VARIANTS
+    mean, std = merged["summary"]["encoder_only"]["last_overall_acc"]
+    assert abs(mean - 0.6) < 1e-12 and abs(std - 0.1414213562) < 1e-9
+    assert (tmp_path / "p.png").exists() and not (tmp_path / "q.png").exists()  # no random_backbone: no trio plot
+    with pytest.raises(SystemExit, match="settings differ"):
+        bench_learning.main(["--merge", str(tmp_path / "b.json"), str(tmp_path / "c.json"), "--out", str(out), *plots])
