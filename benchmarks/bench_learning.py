@@ -133,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.merge:
         shards = [json.loads(Path(f).read_text()) for f in args.merge]
-        settings = {k: v for k, v in shards[0]["settings"].items() if k != "variants"}
+        def shared(shard: dict[str, Any]) -> dict[str, Any]:  # what shards must agree on
+            return {k: v for k, v in shard["settings"].items() if k != "variants"}
+
+        settings = shared(shards[0])
         for shard, name in zip(shards, args.merge):
-            if {k: v for k, v in shard["settings"].items() if k != "variants"} != settings:
+            if shared(shard) != settings:
                 raise SystemExit(f"{name}: settings differ from {args.merge[0]}; refusing to merge")
         runs = sorted((r for shard in shards for r in shard["runs"]), key=lambda r: (VARIANTS.index(r["variant"]), r["seed"]))
         settings["shards"] = [{"file": Path(f).name, "machine": sh["machine"]} for f, sh in zip(args.merge, shards)]

@@ -18,17 +18,13 @@ from typing import Any
 
 import yaml
 
+from appt.backbones.base import BackboneSpec
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, markdown_table  # noqa: E402
 
 HEADER = ["config", "dataset", "backbone", "variant", "epochs", "metric", "best epoch", "last epoch",
           "trained / total params"]
-
-
-def backbone_name(model: dict[str, Any]) -> str:
-    spec = model.get("backbone", {})
-    name = f"{spec.get('family', '?')}:{spec.get('name', '?')}"
-    return name if spec.get("pretrained", True) else f"{name} (random)"
 
 
 def last_log_line(log: Path) -> str:
@@ -54,7 +50,7 @@ def row(runs: Path, name: str) -> list[str]:
         last_value, best_value = last[key], best[key]
     data = cfg["data"]
     return [
-        name, f"{data['dataset']} ({Path(data['root']).name})", backbone_name(cfg["model"]),
+        name, f"{data['dataset']} ({Path(data['root']).name})", BackboneSpec(**cfg["model"]["backbone"]).identity(),
         cfg["model"].get("variant", "appt"), str(summary["epochs"]), key,
         f"{100 * best_value:.2f} (epoch {best['epoch']})", f"{100 * last_value:.2f}",
         f"{summary['trainable_params']:,} / {summary['total_params']:,}",
