@@ -8,7 +8,7 @@
 # ScanObjectNN h5_files, ModelNetFewshot, ShapeNetPart, ModelNet10 pcd); a config whose data is
 # missing still gets a row saying why. Point-MAE configs need its pretrain.pth
 # (--set model.backbone.checkpoint=...), ViT-B/16 configs timm weights in the local cache.
-# Environment: CONFIGS (names under configs/, default: all standard ones), EPOCHS (override
+# Environment: PYTHON (the interpreter, default python), CONFIGS (names under configs/, default: all standard ones), EPOCHS (override
 # train.epochs, e.g. 1 for a smoke run), SET (extra "key=value" overrides, space-separated),
 # RESULTS (table file, default docs/results.md).
 set -euo pipefail
@@ -20,6 +20,7 @@ fi
 DATA_ROOT=$(cd "$1" && pwd)
 RUNS=${2:-runs/reproduce}
 RESULTS=${RESULTS:-docs/results.md}
+PYTHON=${PYTHON:-python}
 DEFAULT_CONFIGS=""
 for task in modelnet40 scanobjectnn_obj_bg scanobjectnn_obj_only scanobjectnn_pb_t50_rs fewshot_modelnet40 shapenetpart; do
   for backbone in vit_b16 minilm point_mae; do DEFAULT_CONFIGS+=" ${task}_${backbone}"; done
@@ -32,11 +33,11 @@ for name in $CONFIGS; do
   if [ -n "${EPOCHS:-}" ]; then args+=(--set "train.epochs=$EPOCHS"); fi
   for kv in ${SET:-}; do args+=(--set "$kv"); done
   echo "== $name"
-  if python -m appt "${args[@]}" > "$RUNS/$name.log" 2>&1; then
+  if "$PYTHON" -m appt "${args[@]}" > "$RUNS/$name.log" 2>&1; then
     tail -n 3 "$RUNS/$name.log"
   else
     echo "   failed: $(grep -v '^\s*$' "$RUNS/$name.log" | tail -n 1)"
   fi
 done
-python benchmarks/results_table.py "$RUNS" $CONFIGS --out "$RESULTS"
+"$PYTHON" benchmarks/results_table.py "$RUNS" $CONFIGS --out "$RESULTS"
 echo "wrote $RESULTS"

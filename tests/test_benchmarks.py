@@ -22,7 +22,9 @@ import common  # noqa: E402
 
 
 def _run(cmd: list[str], **env: str) -> None:
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    # PYTHON: the scripts must use the interpreter running the tests, not whichever `python` is on PATH.
+    env = {**os.environ, "PYTHON": sys.executable, **env}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
