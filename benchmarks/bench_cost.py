@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -68,7 +69,16 @@ def build_model(backbone: str, variant: str, args: Any) -> torch.nn.Module:
 
 
 def real_batch(args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``args.batch`` ModelNet10 training clouds (seeded choice), cut to ``args.points``, and labels."""
+    """``args.batch`` ModelNet10 training clouds (seeded choice), cut to ``args.points``, and labels.
+
+    With ``$APPT_BUNDLE`` they come from the bundle's training split (no .pcd files, no pypcd4)."""
+    if common.BUNDLE:
+        clouds, all_labels, _ = common.bundle_clouds("train")
+        if clouds.shape[1] < args.points:
+            sys.exit(f"APPT_BUNDLE: its clouds have {clouds.shape[1]} points, --points asks for {args.points}")
+        chosen = np.random.default_rng(args.seed).choice(len(clouds), size=args.batch, replace=len(clouds) < args.batch)
+        points = np.ascontiguousarray(clouds[chosen, : args.points])
+        return torch.from_numpy(points).to(args.device), torch.from_numpy(all_labels[chosen]).to(args.device)
     files = common.modelnet10_files("train")
     rng = np.random.default_rng(args.seed)
     chosen = [files[i] for i in rng.choice(len(files), size=args.batch, replace=False)]
@@ -115,7 +125,8 @@ def state_bytes(model: torch.nn.Module) -> dict[str, int]:
 def preload() -> None:
     """Import everything a step needs (a forked probe then shares it instead of importing it)."""
     for module in ("appt.models", "appt.training.builders", "appt.backbones.timm_vit", "appt.backbones.point_mae", "peft"):
-        importlib.import_module(module)
+        if module != "peft" or importlib.util.find_spec("peft") is not None:  # lora is skipped without peft
+            importlib.import_module(module)
 
 
 def memory_probe(backbone: str, variant: str, args: Any) -> dict[str, Any]:
@@ -262,6 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     info = common.machine_info(args.device)
     variants, backbones = args.variants.split(","), args.backbones.split(",")
+    skipped = {}
+    if "lora" in variants and importlib.util.find_spec("peft") is None:  # e.g. an offline node without peft
+        variants.remove("lora")
+        skipped["lora"] = "peft is not importable"
+        print("lora: skipped (peft is not importable)", flush=True)
     # All memory probes first: forking is only safe before this process starts torch's threads.
     preload()
     memory = {}
@@ -272,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {k: getattr(args, k) for k in ("batch", "points", "embedding", "precision", "repeats", "seed", "threads", "quick")}
     settings["embedding_config"] = common.EMBEDDINGS[args.embedding] or "APPTConfig defaults"
     settings["step"] = f"AdamW (engine defaults), label smoothing {LABEL_SMOOTHING}, grad clip {GRAD_CLIP}"
+    settings["skipped"] = skipped
+    settings["clouds_from"] = f"bundle {common.BUNDLE} (train split)" if common.BUNDLE else str(common.MODELNET10)
     table = summary_table(results)
     common.write_results(args.out, {"benchmark": "cost", "machine": info, "settings": settings,
                                     "results": results, "goals": goals(results), "table": table})

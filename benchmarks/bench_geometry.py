@@ -17,10 +17,16 @@ Contenders, timed in interleaved rounds:
 
     python benchmarks/bench_geometry.py                  # CPU, 1 torch thread
     python benchmarks/bench_geometry.py --device cuda    # appt on the GPU, the others on CPU
+
+Without fpsample or scipy (e.g. on an offline GPU node) the two fpsample contenders are skipped
+and the results say so (``settings.skipped``). The clouds come from ``$APPT_DATA``'s
+``modelnet40_bench_all193.npz``; without it, from the test split of the run bundle in
+``$APPT_BUNDLE`` (sizes above its points per cloud are then skipped, also recorded).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import Any, Callable
 
@@ -44,11 +50,20 @@ def parse_args(argv: list[str] | None = None) -> Any:
     return args
 
 
+def source_shapes(batch: int) -> tuple[np.ndarray, str]:
+    """``(batch, P, 3)`` source shapes and where they come from: the ModelNet40 ``bench`` file
+    under ``$APPT_DATA`` (10,000 points each), else the test split of ``$APPT_BUNDLE``."""
+    if common.MODELNET40_BENCH.is_file():
+        return np.load(common.MODELNET40_BENCH)["points"][:batch, :, :3], f"{common.MODELNET40_BENCH.name}: first `batch` shapes"
+    if common.BUNDLE:
+        clouds, _, _ = common.bundle_clouds("test", count=batch)
+        return clouds, f"bundle {common.BUNDLE}, test split: first `batch` shapes ({clouds.shape[1]} points each)"
+    raise SystemExit(f"{common.MODELNET40_BENCH}: missing (set APPT_DATA, or APPT_BUNDLE to a run bundle)")
+
+
 def load_clouds(n_points: int, batch: int, seed: int) -> np.ndarray:
     """``(batch, n_points, 3)`` float32: real shapes, a seeded subset of each one's points."""
-    if not common.MODELNET40_BENCH.is_file():
-        raise SystemExit(f"{common.MODELNET40_BENCH}: missing (the shared data must sit beside the repository)")
-    shapes = np.load(common.MODELNET40_BENCH)["points"][:batch, :, :3]
+    shapes = source_shapes(batch)[0]
     rng = np.random.default_rng(seed)
     return np.stack([s[rng.choice(len(s), n_points, replace=False)] for s in shapes]).astype(np.float32)
 
@@ -114,15 +129,25 @@ def per_cloud(fps: Callable[[np.ndarray, int], np.ndarray], knn_fn: Callable[[np
     return run
 
 
-def contenders(n_points: int) -> dict[str, Callable]:
-    import fpsample
+def skipped_contenders() -> dict[str, str]:
+    """Contenders that cannot run here, and why (they need fpsample and scipy's cKDTree)."""
+    missing = [m for m in ("fpsample", "scipy") if importlib.util.find_spec(m) is None]
+    if not missing:
+        return {}
+    why = f"{' and '.join(missing)} not importable"
+    return {"fpsample": why, "fpsample_bucket": why}
 
-    height = 3 if n_points <= 2048 else 5
-    return {
-        "fpsample": per_cloud(lambda c, n: fpsample.fps_sampling(c, n, start_idx=start_index(c)).astype(np.int64), knn_kdtree),
-        "fpsample_bucket": per_cloud(lambda c, n: fpsample.bucket_fps_kdline_sampling(c, n, height).astype(np.int64), knn_kdtree),
-        "brute_force": per_cloud(lambda c, n: fps_brute(c, n, start_index(c)), knn_brute),
-    }
+
+def contenders(n_points: int) -> dict[str, Callable]:
+    out: dict[str, Callable] = {}
+    if not skipped_contenders():
+        import fpsample
+
+        height = 3 if n_points <= 2048 else 5
+        out["fpsample"] = per_cloud(lambda c, n: fpsample.fps_sampling(c, n, start_idx=start_index(c)).astype(np.int64), knn_kdtree)
+        out["fpsample_bucket"] = per_cloud(lambda c, n: fpsample.bucket_fps_kdline_sampling(c, n, height).astype(np.int64), knn_kdtree)
+    out["brute_force"] = per_cloud(lambda c, n: fps_brute(c, n, start_index(c)), knn_brute)
+    return out
 
 
 # --- correctness (checked once per size, untimed) ---------------------------------------------
@@ -204,17 +229,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     common.setup_torch(args.device, args.threads)
     info = common.machine_info(args.device)
+    skipped = skipped_contenders()
+    for name, why in skipped.items():
+        print(f"{name}: skipped ({why})", flush=True)
+    shapes, source = source_shapes(args.batch)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    too_big = [s for s in sizes if s > shapes.shape[1]]
+    if too_big:
+        print(f"sizes {too_big}: skipped (the clouds have {shapes.shape[1]} points)", flush=True)
     results = []
-    for size in map(int, args.sizes.split(",")):
+    for size in (s for s in sizes if s not in too_big):
         print(f"[N = {size}]", flush=True)
         results.append(bench_size(size, args))
     import importlib.metadata
 
-    import scipy
-
     settings = {k: getattr(args, k) for k in ("sizes", "batch", "centre_ratio", "k", "repeats", "seed", "threads", "quick")}
-    settings["versions"] = {"fpsample": importlib.metadata.version("fpsample"), "scipy": scipy.__version__, "numpy": np.__version__}
-    settings["data"] = "modelnet40_bench_all193.npz: first `batch` shapes, a seeded subset of N of 10,000 points each"
+    settings["versions"] = {"numpy": np.__version__}
+    for package in ("fpsample", "scipy"):
+        if importlib.util.find_spec(package) is not None:
+            settings["versions"][package] = importlib.metadata.version(package)
+    settings["skipped"] = {"contenders": skipped, "sizes": too_big}
+    settings["data"] = f"{source}, a seeded subset of N of their points each"
     table = summary_table(results)
     common.write_results(args.out, {"benchmark": "geometry", "machine": info, "settings": settings,
                                     "results": results, "table": table})

@@ -25,7 +25,11 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT.parent / "shared" / "data"
+# The data: $APPT_DATA (as the configs), else ../shared/data beside the repository.
+DATA = Path(os.environ.get("APPT_DATA") or ROOT.parent / "shared" / "data").expanduser()
+# A run bundle (`appt bundle`): on an offline node the benchmarks read their clouds from it, so
+# they need neither the .pcd files nor pypcd4.
+BUNDLE = os.environ.get("APPT_BUNDLE") or None
 MODELNET10 = DATA / "modelnet10_pcd" / "ModelNet10" / "pcd"
 MODELNET40_BENCH = DATA / "modelnet40_bench_all193.npz"
 
@@ -165,11 +169,31 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def modelnet10_files(split: str) -> list[Path]:
-    """Every ModelNet10 ``.pcd`` file of ``split`` (sorted), from the shared data beside the repo."""
+    """Every ModelNet10 ``.pcd`` file of ``split`` (sorted), from ``$APPT_DATA`` (default ../shared/data)."""
     files = sorted(MODELNET10.glob(f"*/{split}/*.pcd"))
     if not files:
-        sys.exit(f"{MODELNET10}: no ModelNet10 .pcd files (the shared data must sit beside the repository)")
+        sys.exit(f"{MODELNET10}: no ModelNet10 .pcd files (set APPT_DATA, or APPT_BUNDLE to a run bundle)")
     return files
+
+
+def bundle_clouds(split: str, bundle: str | Path | None = None, count: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The first ``count`` clouds of a bundle's ``split`` (train | val | test) on the unit sphere
+    ``(F, N, 3)`` float32, their labels ``(F,)`` and the class names; default bundle ``$APPT_BUNDLE``.
+    Checks the bundle's files against its manifest first; needs only NumPy and safetensors."""
+    from appt.data.bundle import unit_clouds
+    from appt.training.bundle import read_manifest
+
+    from appt.errors import APPTError
+
+    folder = Path(bundle or BUNDLE or "")
+    try:
+        splits = read_manifest(folder)["data"]["splits"]
+    except APPTError as exc:
+        sys.exit(f"APPT_BUNDLE: {exc}")
+    if split not in splits:
+        sys.exit(f"{folder}: the bundle has no {split} split (it has {', '.join(splits)})")
+    points, labels, classes = unit_clouds(folder / splits[split]["file"], count)
+    return points.numpy(), labels.numpy(), classes
 
 
 def read_unit_clouds(files: Sequence[Path]) -> np.ndarray:

@@ -30,6 +30,9 @@ def build_backbone(spec: BackboneSpec) -> Backbone:
     """Build the backbone a spec names, frozen (no parameter requires grad) and in eval mode."""
     if spec.family not in _FAMILIES:
         raise ConfigError(f"backbone family '{spec.family}' unknown; known: {available_backbones()}")
+    staged = import_module("appt.backbones.bundled").staged_backbone(spec)  # a run from an `appt bundle` folder
+    if staged is not None:
+        return staged
     module_name, class_name = _FAMILIES[spec.family].split(":")
     backbone: Backbone = getattr(import_module(module_name), class_name)(spec)
     return backbone.freeze().eval()

@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from appt.errors import ConfigError
+
 
 @dataclass
 class BackboneSpec:
@@ -68,6 +70,16 @@ class Backbone(nn.Module):
     def prepare_tokens(self, x: Tensor) -> Tensor:
         """Family-specific input normalisation ``(B, T, D) -> (B, T, D)``; identity by default."""
         return x
+
+    def class_token(self, with_position: bool = True) -> Tensor | None:
+        """The class token ``(1, 1, D)``: ``cls_token``, or without the family's position slot.
+
+        A model that brings its own position table for every token (the authors' APPT) wants
+        the bare token; families that cannot give it (default) refuse.
+        """
+        if with_position or self.cls_token is None:
+            return self.cls_token
+        raise ConfigError(f"{self.spec.family}: the class token cannot be taken without its position slot")
 
     def freeze(self) -> "Backbone":
         for p in self.parameters():

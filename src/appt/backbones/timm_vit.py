@@ -54,7 +54,8 @@ class TimmViTBackbone(Backbone):
     ``spec.checkpoint``: a local ``.pth``/``.bin``/``.safetensors`` state dict in timm layout
     (``head.*`` ignored). ``pretrained=True`` without a checkpoint uses timm's own pretrained
     loading (the Hugging Face cache); ``pretrained=False`` never downloads. ``cls_token`` =
-    ``model.cls_token`` plus the class slot of ``pos_embed`` when the model has one.
+    ``model.cls_token`` plus the class slot of ``pos_embed`` when the model has one;
+    ``class_token(with_position=False)`` gives the bare ``model.cls_token`` (a frozen buffer).
     """
 
     def __init__(self, spec: BackboneSpec) -> None:
@@ -73,6 +74,14 @@ class TimmViTBackbone(Backbone):
         self.final_norm = model.norm
         self.norm_pre = getattr(model, "norm_pre", nn.Identity())
         self.cls_token = _class_token(model)
+        if self.cls_token is not None:  # the bare token, for models that bring their own class slot
+            self.register_buffer("bare_cls_token", model.cls_token.detach().clone(), persistent=False)
+
+    def class_token(self, with_position: bool = True) -> Tensor | None:
+        """``cls_token`` (with the class slot of ``pos_embed``) or the bare ``model.cls_token``."""
+        if with_position or self.cls_token is None:
+            return self.cls_token
+        return self.bare_cls_token
 
     def prepare_tokens(self, x: Tensor) -> Tensor:
         """``(B, T, D) -> (B, T, D)``: the ViT's pre-norm (identity for most ViTs)."""

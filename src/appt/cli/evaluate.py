@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from appt.training.engine import make_accelerator
     from appt.training.evaluate import collect_outputs, format_figures, format_per_class, summarize, write_report
     from appt.training.inference import weights_folder
-    from appt.training.loaders import make_loader
+    from appt.training.loaders import make_loader, resolve_workers
     from appt.training.tasks import get_task
 
     if args.vote < 0:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(cfg, data)
     load_trained(model, weights)  # refuses weights of another backbone / variant / shape
     loader = make_loader(data.test, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.train.seed, False,
-                         cfg.data.num_workers)
+                         resolve_workers(cfg.data.num_workers, accelerator.device))
     model, loader = accelerator.prepare(model, loader)
     outputs = collect_outputs(accelerator.unwrap_model(model), loader, task, accelerator, vote=args.vote,
                               seed=cfg.train.seed, progress=not args.no_progress, desc="test")
@@ -125,14 +125,15 @@ def _parse_corruptions(items: list[str]) -> list[tuple[str, int]]:
 def _robustness(model, data, task, accelerator, cfg, specs, clean_summary, args) -> dict:
     """The main score on every corrupted copy of the test split (seeded by ``train.seed``)."""
     from appt.training.evaluate import collect_outputs, summarize
-    from appt.training.loaders import make_loader
+    from appt.training.loaders import make_loader, resolve_workers
     from appt.training.robustness import CorruptedDataset, robustness_summary
 
     table: dict[str, dict[int, float]] = {}
     for kind, level in specs:
         dataset = CorruptedDataset(data.test, kind, level, seed=cfg.train.seed)
         loader = accelerator.prepare(make_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size,
-                                                 cfg.train.seed, False, cfg.data.num_workers))
+                                                 cfg.train.seed, False,
+                                                 resolve_workers(cfg.data.num_workers, accelerator.device)))
         outputs = collect_outputs(model, loader, task, accelerator, progress=not args.no_progress,
                                   desc=f"{kind}:{level}")
         table.setdefault(kind, {})[level] = float(summarize(task, outputs, data.classes)["main"])

@@ -1,4 +1,4 @@
-"""``appt``: the command line. ``appt train | eval | predict | info``; ``appt <command> -h`` for help.
+"""``appt``: the command line. ``appt train | eval | predict | info | bundle``; ``appt <command> -h`` for help.
 
 Bad use (unknown config key or backbone, missing data, mismatched weights, unreadable input) ends
 with a one-line message and exit status 2, never a traceback; argparse's own errors do the same.
@@ -18,13 +18,13 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from appt.cli import evaluate, info, predict, train
+    from appt.cli import bundle, convert, evaluate, info, predict, train
 
     parser = argparse.ArgumentParser(
         prog="appt", description="Adaptive Point-Prompt Tuning: train, evaluate and use point-cloud models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train, evaluate, predict, info):
+    for module in (train, evaluate, predict, info, bundle, convert):
         module.add_parser(sub)
     return parser
 

@@ -1,4 +1,5 @@
-"""``appt train --config FILE [--set key=value ...]`` and ``appt train --resume RUN_DIR``."""
+"""``appt train --config FILE [--set key=value ...]``, ``appt train --resume RUN_DIR`` and
+``appt train --bundle DIR`` (a folder made by ``appt bundle``: data and frozen backbone from it)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="YAML config (see configs/)")
     src.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where it stopped")
+    src.add_argument("--bundle", metavar="DIR", help="train from a folder made by appt bundle (no data files needed)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=10 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines still print)")
@@ -31,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(run_dir / "config.yaml", ["train.stop_after_steps=null", *args.overrides])
         cfg.run_dir = str(run_dir.absolute())
         trainer = Trainer(cfg, resume=True, progress=not args.no_progress)
+    elif args.bundle:
+        from appt.training.bundle import load_bundle_config
+
+        cfg = load_bundle_config(args.bundle, args.overrides)
+        trainer = Trainer(cfg, progress=not args.no_progress)
     else:
         cfg = load_config(args.config, args.overrides)
         trainer = Trainer(cfg, progress=not args.no_progress)

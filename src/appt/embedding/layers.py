@@ -16,11 +16,15 @@ def batch_norm(x: Tensor, bn: nn.BatchNorm1d) -> Tensor:
 
 
 class LinearBNReLU(nn.Module):
-    """Per-point linear layer (a 1x1 convolution) + BatchNorm + ReLU, ``(..., Cin) -> (..., Cout)``."""
+    """Per-point linear layer (a 1x1 convolution) + BatchNorm + ReLU, ``(..., Cin) -> (..., Cout)``.
 
-    def __init__(self, in_dim: int, out_dim: int, relu: bool = True) -> None:
+    ``bias``: the linear layer's bias, which the BatchNorm cancels exactly (off by default; the
+    authors' model has it, so their checkpoints and parameter count need it).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, relu: bool = True, bias: bool = False) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_dim, out_dim, bias=False)
+        self.linear = nn.Linear(in_dim, out_dim, bias=bias)
         self.bn = nn.BatchNorm1d(out_dim)
         self.relu = relu
 
@@ -36,11 +40,11 @@ class ResidualBlock(nn.Module):
     count of a ViT-B-wide embedding under the method's ~5 % budget.
     """
 
-    def __init__(self, dim: int, expansion: float = 0.5) -> None:
+    def __init__(self, dim: int, expansion: float = 0.5, bias: bool = False) -> None:
         super().__init__()
         hidden = max(1, int(round(dim * expansion)))
-        self.inner = LinearBNReLU(dim, hidden)
-        self.outer = LinearBNReLU(hidden, dim, relu=False)
+        self.inner = LinearBNReLU(dim, hidden, bias=bias)
+        self.outer = LinearBNReLU(hidden, dim, relu=False, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return (x + self.outer(self.inner(x))).relu()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from appt.embedding.geometry_encoding import GeometryEncoding
+from appt.embedding.group_scaling import GROUP_SCALINGS, scale_groups
 from appt.embedding.layers import LinearBNReLU, ResidualBlock, batch_norm
 from appt.geometry import farthest_point_sample, gather, knn
 
@@ -51,26 +53,39 @@ class LocalGeometryStage(nn.Module):
         expansion: float,
         alpha: float,
         beta: float,
+        group_scaling: str = "cloud_std",
+        geometry_layout: str = "pairs",
+        bias: bool = False,
     ) -> None:
         super().__init__()
+        if group_scaling not in GROUP_SCALINGS:
+            raise ValueError(f"group_scaling must be one of {', '.join(GROUP_SCALINGS)}, got {group_scaling!r}")
+        self.group_scaling = group_scaling
         self.num_centers = num_centers
         self.k = k
+        self.chained = False  # set by PointEmbedding for every stage after the first
         self.neighbour_proj = nn.Linear(in_dim, out_dim, bias=False)
         self.centre_proj = nn.Linear(in_dim, out_dim, bias=False)
         self.bn = nn.BatchNorm1d(out_dim)
-        self.geometry = GeometryEncoding(out_dim, alpha, beta)
-        self.blocks = nn.Sequential(*[ResidualBlock(out_dim, expansion) for _ in range(num_blocks)])
+        self.geometry = GeometryEncoding(out_dim, alpha, beta, geometry_layout)
+        self.blocks = nn.Sequential(*[ResidualBlock(out_dim, expansion, bias) for _ in range(num_blocks)])
+
+    def sample_centres(self, xyz: Tensor) -> Tensor:
+        """Centre indices ``(B, N, 3) -> (B, G)``. The first stage runs FPS. A later stage's input
+        is the previous stage's centres, already an FPS sequence: FPS over it from its first
+        point returns its first ``G`` points (the prefix property of ``farthest_point_sample``),
+        so one FPS pass serves every stage and later stages need no search."""
+        if not self.chained:
+            return farthest_point_sample(xyz, self.num_centers)
+        b, n = xyz.shape[:2]
+        return (torch.arange(self.num_centers, device=xyz.device) % n).expand(b, -1)
 
     def forward(self, xyz: Tensor, feat: Tensor) -> tuple[Tensor, Tensor]:
-        centre_idx = farthest_point_sample(xyz, self.num_centers)  # (B, G)
+        centre_idx = self.sample_centres(xyz)  # (B, G)
         centres = gather(xyz, centre_idx)  # (B, G, 3)
         neighbours = knn(centres, xyz, self.k)  # (B, G, k)
 
-        rel = gather(xyz, neighbours) - centres.unsqueeze(2)  # (B, G, k, 3)
-        # One scale per cloud (not per group): groups keep their relative sizes, and a sample's
-        # output never depends on the other samples of the batch.
-        scale = rel.flatten(1).std(dim=1).clamp_min(1e-5).view(-1, 1, 1, 1)
-        rel = rel / scale
+        rel = scale_groups(gather(xyz, neighbours) - centres.unsqueeze(2), self.group_scaling)  # (B, G, k, 3)
 
         h = gather(self.neighbour_proj(feat), neighbours)  # (B, G, k, Cout)
         h = h + self.centre_proj(gather(feat, centre_idx)).unsqueeze(2)  # project the G centres only
@@ -84,7 +99,9 @@ class PointEmbedding(nn.Module):
     """Raw points ``(B, N, C_in)`` (xyz first) -> ``EmbeddingOutput`` with ``G = centers[-1]`` tokens.
 
     ``widths[-1]`` is the token width; when it differs from ``out_dim`` a final linear layer maps
-    it there ("linear layers to the frozen model's width").
+    it there ("linear layers to the frozen model's width"). ``group_scaling`` (see
+    ``group_scaling.py``), ``geometry_layout`` (see ``GeometryEncoding``) and ``bias`` (the residual
+    blocks' BatchNorm-cancelled biases) exist to match the authors' encoder exactly.
     """
 
     def __init__(
@@ -99,6 +116,9 @@ class PointEmbedding(nn.Module):
         expansion: float = 0.5,
         alpha: float = 1000.0,
         beta: float = 100.0,
+        group_scaling: str = "cloud_std",
+        geometry_layout: str = "pairs",
+        bias: bool = False,
     ) -> None:
         super().__init__()
         if in_channels < 3:
@@ -112,9 +132,12 @@ class PointEmbedding(nn.Module):
         self.raw = LinearBNReLU(in_channels, embed_dim)
         dims = (embed_dim, *widths)
         self.stages = nn.ModuleList(
-            LocalGeometryStage(dims[i], dims[i + 1], centers[i], neighbors[i], blocks[i], expansion, alpha, beta)
+            LocalGeometryStage(dims[i], dims[i + 1], centers[i], neighbors[i], blocks[i], expansion, alpha, beta,
+                               group_scaling, geometry_layout, bias)
             for i in range(len(centers))
         )
+        for stage in self.stages[1:]:
+            stage.chained = True
         self.proj = nn.Linear(widths[-1], out_dim) if widths[-1] != out_dim else nn.Identity()
 
     @property

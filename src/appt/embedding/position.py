@@ -6,7 +6,7 @@ feature is computed from the token set itself: ``X`` and its offset from the set
 2 weights) and added to ``X``. The paper's mixing convolution also has a bias, but a scalar
 added to every channel of every token is removed exactly by the LayerNorm that always follows
 (backbone input norm, pre-LN blocks, or the readout norm): it never receives a gradient, so we
-leave it out. An optional learnable table stands in for the backbone's own
+leave it out unless asked (``bias=True``, for the authors' checkpoints). An optional learnable table stands in for the backbone's own
 position embeddings; since FPS orders tokens by geometry (from an order-free start), the table
 indexes geometric ranks, not input order.
 """
@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 
 class PositionMixing(nn.Module):
-    """``(B, G, D) -> (B, G, D)``: ``X + w0 X + w1 (X - mean_G X)``."""
+    """``(B, G, D) -> (B, G, D)``: ``X + w0 X + w1 (X - mean_G X)`` (``+ b`` with ``bias``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bias: bool = False) -> None:
         super().__init__()
-        self.mix = nn.Conv2d(2, 1, kernel_size=1, bias=False)
+        self.mix = nn.Conv2d(2, 1, kernel_size=1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         relative = x - x.mean(dim=1, keepdim=True)
@@ -30,13 +30,23 @@ class PositionMixing(nn.Module):
         return x + self.mix(stacked).squeeze(1)
 
 
-class PositionTable(nn.Module):
-    """A learnable ``(1, T, D)`` table added to a token sequence of length ``T``."""
+TABLE_INITS = ("trunc_normal", "zeros")
 
-    def __init__(self, num_tokens: int, dim: int) -> None:
+
+class PositionTable(nn.Module):
+    """A learnable ``(1, T, D)`` table added to a token sequence of length ``T``.
+
+    ``init``: ``trunc_normal`` (std 0.02, as ViTs initialise theirs: every token starts with a
+    distinct offset) or ``zeros`` (the authors': the table starts as a no-op).
+    """
+
+    def __init__(self, num_tokens: int, dim: int, init: str = "trunc_normal") -> None:
         super().__init__()
+        if init not in TABLE_INITS:
+            raise ValueError(f"position table init must be one of {', '.join(TABLE_INITS)}, got {init!r}")
         self.table = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        nn.init.trunc_normal_(self.table, std=0.02)
+        if init == "trunc_normal":
+            nn.init.trunc_normal_(self.table, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.table

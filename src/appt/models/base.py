@@ -26,6 +26,15 @@ from appt.models.summary import count_parameters, format_summary
 M = TypeVar("M", bound="APPTModel")
 
 
+def set_block_norm_eps(backbone: Backbone, eps: float) -> None:
+    """Give every LayerNorm inside the frozen blocks ``eps``. The authors rebuilt ViT-B's blocks with
+    torch's default LayerNorm (eps 1e-5) around weights trained with eps 1e-6; their checkpoints
+    match only with the same eps (measured: 6e-4 on normed tokens of scale 5 otherwise)."""
+    for module in backbone.blocks.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = eps
+
+
 class APPTModel(nn.Module):
     """Trunk ``(B, N, C_in) -> tokens (B, T, D)`` with ``T = c + P + G``.
 
@@ -42,6 +51,8 @@ class APPTModel(nn.Module):
         # Random weights (random_backbone / pretrained=False) come from the spec's own seed
         # (``options.seed``), so a model rebuilt from its saved config gets the same frozen tensors.
         backbone = build_backbone(spec)
+        if config.block_norm_eps is not None:
+            set_block_norm_eps(backbone, config.block_norm_eps)
         self.width = backbone.width
         self.backbone_identity = config.backbone.identity()
         # encoder_only keeps the width of the backbone it replaces, so the comparison is like for like.
@@ -59,12 +70,19 @@ class APPTModel(nn.Module):
             expansion=config.block_expansion,
             alpha=config.alpha,
             beta=config.beta,
+            group_scaling=config.group_scaling,
+            geometry_layout=config.geometry_layout,
+            bias=config.biases_before_norms,
         )
         use_position = config.variant != "no_position"
-        self.position = PositionMixing() if use_position and config.position_mixing else None
+        self.position = (
+            PositionMixing(bias=config.biases_before_norms) if use_position and config.position_mixing else None
+        )
         self.num_class_tokens = 1 if self.backbone is not None and self.backbone.cls_token is not None else 0
+        if self.num_class_tokens:
+            self.backbone.class_token(config.class_token_position)  # a family that cannot comply fails now
         self.table = (
-            PositionTable(self.num_class_tokens + self.embedding.num_tokens, self.width)
+            PositionTable(self.num_class_tokens + self.embedding.num_tokens, self.width, config.table_init)
             if use_position and config.position_table
             else None
         )
@@ -83,9 +101,11 @@ class APPTModel(nn.Module):
         return max(0, min(wanted, depth))
 
     def _make_norm(self, backbone: Backbone) -> nn.Module:
-        """A trainable copy of the backbone's final LayerNorm (a fresh one if it has none)."""
+        """The readout norm: a trainable copy of the backbone's final LayerNorm (``readout_norm:
+        copied``), or a fresh LayerNorm (``fresh``, and whenever the backbone has none)."""
         final = backbone.final_norm
-        if isinstance(final, nn.LayerNorm) and final.normalized_shape == (self.width,):
+        copied = self.config.readout_norm == "copied"
+        if copied and isinstance(final, nn.LayerNorm) and final.normalized_shape == (self.width,):
             return copy.deepcopy(final)
         return nn.LayerNorm(self.width)
 
@@ -108,6 +128,25 @@ class APPTModel(nn.Module):
             for module in (self.embedding, self.position, self.table):
                 if module is not None:
                     module.requires_grad_(False)
+        for p in self.unused_parameters():
+            p.requires_grad_(False)
+
+    @property
+    def blocks_run(self) -> int:
+        """How many backbone blocks a forward runs (those after the deepest one read are skipped)."""
+        return self.read_depths[-1] if self.backbone is not None else 0
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Backbone parameters no forward touches: its own final norm (the trunk reads through
+        ``self.norm``) and the blocks after ``blocks_run``. They never train, whatever the variant:
+        a trainable tensor without a gradient stalls DDP's gradient reduction ("Expected to have
+        finished reduction in the prior iteration")."""
+        if self.backbone is None:
+            return []
+        unused = list(self.backbone.final_norm.parameters())
+        for block in self.backbone.blocks[self.blocks_run:]:
+            unused.extend(block.parameters())
+        return unused
 
     def frozen_modules(self) -> list[nn.Module]:
         """Modules that must stay in eval mode while training (no dropout, fixed BN statistics)."""
@@ -134,7 +173,8 @@ class APPTModel(nn.Module):
         if self.position is not None:
             x = self.position(x)
         if self.num_class_tokens:
-            x = torch.cat((self.backbone.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            cls = self.backbone.class_token(self.config.class_token_position)
+            x = torch.cat((cls.expand(x.shape[0], -1, -1), x), dim=1)
         if self.table is not None:
             x = self.table(x)
         if self.backbone is not None:
@@ -145,8 +185,9 @@ class APPTModel(nn.Module):
     def read_depths(self) -> tuple[int, ...]:
         """Depths whose tokens the readout sees (``config.readout_depths``, default: the last block).
 
-        Depth 0 is the token set entering the backbone (what ``encoder_only`` reads), depth ``i``
-        the output of block ``i``. Reading depth 0 beside the last block lets the head keep what
+        Depth 0 is the token set entering the backbone (the class token and the point tokens after
+        the position feature and table, before ``prepare_tokens``; ``encoder_only`` reads point tokens
+        alone), depth ``i`` the output of block ``i``. Reading depth 0 beside the last block lets the head keep what
         the trainable embedding found even where the frozen blocks blur it.
         """
         if self.backbone is None:
@@ -161,7 +202,9 @@ class APPTModel(nn.Module):
         """Frozen blocks with cumulative prompt insertion, ``(B, c + G, D) -> (B, T_read, D)``.
 
         Returns the tokens at each of ``read_depths`` stacked along the token axis (``c + P + G``
-        tokens for the last block alone); blocks after the deepest one read are not run.
+        tokens for the last block alone); blocks after the deepest one read are not run. With
+        ``raw_last_prompt`` the deepest read sees the last inserted prompt as it went in, not its
+        block output (the authors' readout).
         """
         backbone = self.backbone
         num_points = self.embedding.num_tokens
@@ -173,6 +216,9 @@ class APPTModel(nn.Module):
             if i < self.num_prompt_blocks:
                 x = insert_prompt(x, prompt, self.num_class_tokens + i, num_points)
             x = block(x)
+            if i + 1 == depths[-1] and self.config.raw_last_prompt and self.num_prompt_blocks:
+                last = self.num_class_tokens + min(i, self.num_prompt_blocks - 1)  # just before the G points
+                x = insert_prompt(x, prompt, last, num_points)  # replaces that prompt's output
             if i + 1 in depths:
                 read.append(x)
         return torch.cat(read, dim=1)

@@ -6,7 +6,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from appt.backbones.base import BackboneSpec
+from appt.embedding.geometry_encoding import LAYOUTS
+from appt.embedding.group_scaling import GROUP_SCALINGS
+from appt.embedding.position import TABLE_INITS
 from appt.errors import ConfigError
+from appt.models.heads import READOUT_NORMS, READOUT_POOLS
 
 VARIANTS = (
     "appt",  # the method
@@ -19,14 +23,25 @@ VARIANTS = (
     "lora",  # LoRA on the backbone's attention (peft) + embedding + head
 )
 
+# The values of the string-valued architecture options, from the modules that implement them.
+CHOICES = {
+    "group_scaling": GROUP_SCALINGS,
+    "geometry_layout": LAYOUTS,
+    "table_init": TABLE_INITS,
+    "readout_norm": READOUT_NORMS,
+    "readout_pool": READOUT_POOLS,
+}
+
 
 @dataclass
 class APPTConfig:
     """Model settings. Stage tuples have one entry per embedding stage.
 
     ``widths[-1] <= 0`` means "the backbone's width". ``prompt_blocks=None`` prompts every block.
-    Defaults follow the authors' demo (4 stages, 1024 -> 64 tokens, k = 40); see
-    ``configs/`` for lighter CPU settings.
+    The stage layout follows the authors' demo (4 stages, 1024 -> 64 tokens, k = 40); the options
+    where appt's default differs from the authors' model are listed in ``docs/method.md``, and
+    ``configs/base/paper.yaml`` sets each to the authors' value. See ``configs/`` for lighter CPU
+    settings.
     """
 
     backbone: BackboneSpec = field(default_factory=lambda: BackboneSpec("hf_text", "minilm"))
@@ -40,10 +55,19 @@ class APPTConfig:
     block_expansion: float = 0.5
     alpha: float = 1000.0
     beta: float = 100.0
+    group_scaling: str = "cloud_std"  # relative neighbour xyz: cloud_std | group_max_abs | batch_std
+    geometry_layout: str = "pairs"  # sin/cos channel order: pairs (interleaved) | blocks (all sin, then all cos)
+    biases_before_norms: bool = False  # keep the biases a following norm cancels (authors' checkpoints)
     position_mixing: bool = True
     position_table: bool = True
+    table_init: str = "trunc_normal"  # trunc_normal | zeros
+    class_token_position: bool = True  # the class token carries the backbone's own position slot
     prompt_blocks: int | None = None
+    block_norm_eps: float | None = None  # eps of the frozen blocks' LayerNorms; None = the backbone's own
     tune_norms: bool = False  # also train the frozen backbone's LayerNorm scales/shifts (not in linear_probe)
+    readout_norm: str = "copied"  # copied (the backbone's final norm) | fresh (a new LayerNorm)
+    readout_pool: str = "concat"  # concat ([mean, max], 2D wide) | sum (mean + max, D wide)
+    raw_last_prompt: bool = False  # the readout sees the last prompt as inserted, not its block output
     readout_dropout: float = 0.1
     readout_depths: tuple[int, ...] = ()  # classification: depths read (0 = tokens entering the backbone); () = last
     head_hidden: tuple[int, ...] = (512, 256)
@@ -77,6 +101,11 @@ class APPTConfig:
                 "model.centers, neighbors, widths and blocks need one entry per stage, got "
                 f"{len(self.centers)}, {len(self.neighbors)}, {len(self.widths)}, {len(self.blocks)}"
             )
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.block_norm_eps is not None and not self.block_norm_eps > 0:
+            raise ConfigError(f"model.block_norm_eps must be positive (or null), got {self.block_norm_eps}")
         if any(d < 0 for d in self.readout_depths):
             raise ConfigError(f"model.readout_depths are block counts from 0 (the backbone's input), got {list(self.readout_depths)}")
         self._check_segmentation(stages)

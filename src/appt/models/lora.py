@@ -6,8 +6,8 @@ from torch import nn
 
 from appt.errors import ConfigError
 
-# Names of attention input projections across the families we adapt (timm/Point-MAE, BERT/RoBERTa, CLIP).
-ATTENTION_PROJECTIONS = ("qkv", "query", "key", "value", "q_proj", "k_proj", "v_proj")
+# Names of attention input projections across the families we adapt (timm/Point-MAE, BERT/RoBERTa, CLIP, MPNet).
+ATTENTION_PROJECTIONS = ("qkv", "query", "key", "value", "q_proj", "k_proj", "v_proj", "q", "k", "v")
 
 
 def add_lora(backbone: nn.Module, rank: int, alpha: float) -> None:

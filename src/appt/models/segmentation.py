@@ -1,6 +1,7 @@
 """``APPTForPartSegmentation``: the trunk read at several depths, propagated back to every point.
 
-What differs from classification (as in the authors' demo, see ``shared/method.md``):
+What differs from classification (appt's own, simpler model; the authors' ``APF_Seg`` differs, see
+``docs/method.md``):
 - the point-prompt is recomputed before each prompted block as ``max + mean`` over the *current*
   point tokens (still inserted cumulatively), instead of once from the embedding's output;
 - the point tokens are read after several blocks (default: at 1/3, 2/3 and all of the depth),
@@ -51,6 +52,10 @@ class APPTForPartSegmentation(APPTModel):
         )
         self._set_trainable()
 
+    @property
+    def blocks_run(self) -> int:
+        return self._resolve_feature_blocks()[-1] if self.backbone is not None else 0
+
     def _resolve_feature_blocks(self) -> tuple[int, ...]:
         if self.backbone is None:
             return ()
@@ -86,7 +91,11 @@ class APPTForPartSegmentation(APPTModel):
         b, n = points.shape[:2]
         if category.shape != (b,) or category.dtype != torch.long:
             raise ValueError(f"expected category of shape ({b},) and dtype long, got {tuple(category.shape)} {category.dtype}")
-        if category.numel() and not 0 <= int(category.min()) <= int(category.max()) < self.config.num_categories:
+        # The range check reads the ids on the host: done for CPU tensors only, so a GPU step never
+        # waits on it (the data pipeline has checked every shape's category and parts).
+        if category.device.type == "cpu" and category.numel() and not (
+            0 <= int(category.min()) <= int(category.max()) < self.config.num_categories
+        ):
             raise ValueError(f"category ids must lie in 0..{self.config.num_categories - 1}, got {category.tolist()}")
         tokens, emb = self.encode(points)  # (B, L * G, D), already normed
         centre_feat = tokens.unflatten(1, (-1, self.embedding.num_tokens)).mean(dim=1)  # (B, G, D)

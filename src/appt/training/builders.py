@@ -53,6 +53,10 @@ def build_split(cfg: RunConfig, split: str, train_transforms: bool, subset: int 
 def build_data(cfg: RunConfig, with_train: bool = True) -> DataBundle:
     """Train / eval / test datasets; with ``val_fraction`` the validation part is a seeded per-class
     hold-out of the train split (made by ``build_dataset``)."""
+    if cfg.bundle:  # prepared arrays from an `appt bundle` folder instead of the data files
+        from appt.training.bundle import bundle_data
+
+        return bundle_data(cfg, with_train)
     d = cfg.data
     test = build_split(cfg, d.test_split, train_transforms=False, subset=d.test_subset)
     train = evaluation = None
@@ -90,12 +94,19 @@ def model_class(task: str) -> type:
     return APPTForClassification
 
 
-def model_config(cfg: RunConfig, data: DataBundle) -> Any:
+def model_config(cfg: RunConfig, data: DataBundle | None) -> Any:
     """The ``APPTConfig`` of ``cfg.model`` completed from the data (class count, input channels,
-    and for part segmentation the part and category counts)."""
+    and for part segmentation the part and category counts). Without data (``appt convert``,
+    ``appt info`` before the dataset is at hand) the model section must set ``num_classes`` and
+    ``in_channels`` itself, as the paper presets do."""
     from appt.models import APPTConfig
 
     kwargs = model_config_kwargs(cfg.model, "config")
+    if data is None:
+        missing = [key for key in ("num_classes", "in_channels") if key not in kwargs]
+        if missing:
+            raise ConfigError(f"model.{missing[0]} must be set in the config to build the model without its data")
+        return APPTConfig(**kwargs)
     derived = {"num_classes": len(data.classes), "in_channels": data.in_channels}
     if data.category_parts is not None:
         derived = {"num_classes": 1 + max(max(p) for p in data.category_parts.values()),
@@ -107,7 +118,7 @@ def model_config(cfg: RunConfig, data: DataBundle) -> Any:
     return APPTConfig(**kwargs)
 
 
-def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
+def build_model(cfg: RunConfig, data: DataBundle | None) -> nn.Module:
     """The task model for ``cfg.model`` (see :func:`model_config`).
 
     Seeds torch first so that anything drawn at random in construction (fresh layers) is the
@@ -115,34 +126,47 @@ def build_model(cfg: RunConfig, data: DataBundle) -> nn.Module:
     """
     config = model_config(cfg, data)
     torch.manual_seed(cfg.train.seed)
+    if cfg.bundle:  # the frozen backbone staged in an `appt bundle` folder
+        from appt.training.bundle import staged_backbones
+
+        with staged_backbones(cfg.bundle):
+            return model_class(cfg.task)(config)
     return model_class(cfg.task)(config)
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable tensors; biases and norm/BN scales (1-D tensors) get no weight decay,
-    as in the field's fine-tuning code."""
+    as in the field's fine-tuning code, unless ``train.decay_1d`` (the authors' recipe decays all)."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (no_decay if p.ndim <= 1 and not cfg.train.decay_1d else decay).append(p)
     if not decay and not no_decay:
         raise ConfigError("the model has no trainable parameters (check model.variant)")
     t = cfg.train
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas))
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: linear warm-up for ``warmup_epochs``, then cosine from ``lr`` to ``min_lr``."""
+    """Per-step schedule: linear warm-up for ``warmup_epochs``, then cosine from ``lr`` to ``min_lr``
+    over ``schedule_epochs`` (default: the rest of the run; ``min_lr`` after it), or with
+    ``schedule: step`` ``lr * step_gamma ** (epoch // step_epochs)``, never below ``min_lr``.
+    ``schedule_per_epoch`` holds the lr for a whole epoch, as epoch-stepped schedulers do."""
     t = cfg.train
-    total = max(1, t.epochs * steps_per_epoch)
-    warmup = int(round(t.warmup_epochs * steps_per_epoch))
+    spe = max(1, steps_per_epoch)
+    warmup = int(round(t.warmup_epochs * spe))
+    length = t.epochs * spe - warmup if t.schedule_epochs is None else int(round(t.schedule_epochs * spe))
     floor = min(1.0, t.min_lr / t.lr) if t.lr > 0 else 0.0
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if t.schedule_per_epoch:
+            step = step // spe * spe
+        if t.schedule == "step":
+            return max(floor, t.step_gamma ** (step // spe // max(1, t.step_epochs)))
+        progress = min(1.0, (step - warmup) / max(1, length))
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -33,6 +33,7 @@ from appt.errors import ConfigError
 
 TASKS = ("classification", "part_segmentation")
 PRECISIONS = ("no", "fp16", "bf16")
+SCHEDULES = ("cosine", "step")
 
 
 @dataclass
@@ -52,7 +53,7 @@ class DataSection:
     options: dict[str, Any] = field(default_factory=dict)
     train_transforms: list[Any] = field(default_factory=list)
     test_transforms: list[Any] = field(default_factory=list)
-    num_workers: int = 0
+    num_workers: int | None = None  # None: loader workers on CUDA (see training.loaders.resolve_workers), 0 on CPU
 
 
 @dataclass
@@ -63,13 +64,20 @@ class TrainSection:
     lr: float = 5e-4
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    decay_1d: bool = False  # also decay biases and norm scales (torch's AdamW over all parameters does)
     warmup_epochs: float = 0.0
     min_lr: float = 1e-6
+    schedule: str = "cosine"  # cosine | step (lr * step_gamma every step_epochs); never below min_lr
+    schedule_epochs: float | None = None  # cosine length after warm-up (default: to the last epoch)
+    schedule_per_epoch: bool = False  # the lr changes once per epoch, not every step
+    step_epochs: int = 40
+    step_gamma: float = 0.5
     label_smoothing: float = 0.2
     grad_clip: float | None = 10.0
     seed: int = 0
     precision: str = "no"
-    deterministic: bool = True
+    deterministic: bool | None = None  # None: on CPU only (free there); CUDA's deterministic kernels are slow
     eval_every: int = 1
     checkpoint_every: int = 0
     stop_after_steps: int | None = None
@@ -86,6 +94,7 @@ class RunConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     name: str = "run"
+    bundle: str | None = None  # an `appt bundle` folder: data and frozen backbone come from it (appt train --bundle)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,8 +127,12 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     cfg.data.root = _absolute(cfg.data.root)
     if cfg.run_dir is not None:
         cfg.run_dir = _absolute(cfg.run_dir)
+    if cfg.bundle is not None:
+        cfg.bundle = _absolute(cfg.bundle)
     if cfg.task not in TASKS:
         raise ConfigError(f"{source}: task={cfg.task!r} is not one of {', '.join(TASKS)}")
+    if cfg.train.schedule not in SCHEDULES:
+        raise ConfigError(f"{source}: train.schedule={cfg.train.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"{source}: train.precision={cfg.train.precision!r} is not one of {PRECISIONS}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:

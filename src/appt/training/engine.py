@@ -37,7 +37,7 @@ from appt.training.checkpoint import (
 )
 from appt.training.config import RunConfig, save_config
 from appt.training.evaluate import collect_outputs, format_figures, summarize
-from appt.training.loaders import make_loader
+from appt.training.loaders import make_loader, resolve_workers
 from appt.training.metrics import MetricsLog
 from appt.training.tasks import get_task
 
@@ -85,10 +85,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.progress_bars = cfg, progress
         t = cfg.train
-        if t.deterministic:
+        self.accelerator = acc = make_accelerator(t.precision)
+        if t.deterministic or (t.deterministic is None and acc.device.type == "cpu"):
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it, before CUDA starts
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.accelerator = acc = make_accelerator(t.precision)
         self.run_dir = Path(cfg.run_dir) if resume else new_run_dir(cfg, acc)
         cfg.run_dir = str(self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -97,8 +97,9 @@ class Trainer:
         model = build_model(cfg, self.data)
         self.trainable, self.total = count_parameters(model)
         self.bs = cfg.data.eval_batch_size or cfg.data.batch_size
-        train_loader = make_loader(self.data.train, cfg.data.batch_size, t.seed, True, cfg.data.num_workers)
-        eval_loader = make_loader(self.data.eval, self.bs, t.seed, False, cfg.data.num_workers)
+        workers = resolve_workers(cfg.data.num_workers, acc.device)
+        train_loader = make_loader(self.data.train, cfg.data.batch_size, t.seed, True, workers)
+        eval_loader = make_loader(self.data.eval, self.bs, t.seed, False, workers)
         optimizer = build_optimizer(model, cfg)
         self.model, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
             model, optimizer, train_loader, eval_loader
@@ -213,6 +214,10 @@ class Trainer:
         bar = tqdm(total=len(loader), initial=s.batch, desc=f"epoch {s.epoch + 1}/{t.epochs}",
                    disable=not (self.progress_bars and acc.is_main_process), dynamic_ncols=True)
         tic, seen = time.time(), 0
+        # The epoch's running sums stay on the device: reading a loss on the host every step would
+        # make the CPU wait for the GPU. They are read every ``log_every`` steps (bar, metrics log)
+        # and at the epoch's end / a resumable checkpoint.
+        sums = torch.tensor(s.sums, dtype=torch.float64, device=acc.device)
         for batch in batches:
             torch.manual_seed(step_seed(t.seed, acc.process_index, s.step))
             with acc.autocast():
@@ -225,27 +230,31 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             correct, n = self.task.correct(logits.detach(), batch)
-            s.sums[0] += float(loss.detach()) * n
-            s.sums[1] += float(correct)
-            s.sums[2] += n
+            sums += torch.stack((loss.detach().double() * n, correct.double(), sums.new_tensor(n)))
             s.batch += 1
             s.step += 1
             seen += len(batch["points"]) * acc.num_processes
-            speed = seen / max(time.time() - tic, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{s.sums[0] / s.sums[2]:.4f}", acc=f"{100 * s.sums[1] / s.sums[2]:.1f}%",
-                            speed=f"{speed:.1f}/s")
-            if t.log_every and s.step % t.log_every == 0:
+            log_now = bool(t.log_every) and s.step % t.log_every == 0
+            checkpoint_now = bool(t.checkpoint_every) and s.step % t.checkpoint_every == 0
+            if log_now or checkpoint_now:
+                s.sums = sums.tolist()  # the one host sync
+            if log_now:
+                speed = seen / max(time.time() - tic, 1e-9)
+                bar.set_postfix(loss=f"{s.sums[0] / s.sums[2]:.4f}", acc=f"{100 * s.sums[1] / s.sums[2]:.1f}%",
+                                speed=f"{speed:.1f}/s")
                 self.log.log("train_step", s.step, epoch=s.epoch + 1, loss=float(loss.detach()),
                              lr=self.scheduler.get_last_lr()[0], samples_per_s=speed)
-            if t.checkpoint_every and s.step % t.checkpoint_every == 0:
+            if checkpoint_now:
                 self._save_resume()
             if t.stop_after_steps is not None and s.step >= t.stop_after_steps:
+                s.sums = sums.tolist()
                 bar.close()
                 if acc.is_main_process:
                     print(f"stopped after step {s.step} (train.stop_after_steps); "
                           f"continue with: appt train --resume {self.run_dir}")
                 return False
+        s.sums = sums.tolist()
         bar.close()
         return True
 

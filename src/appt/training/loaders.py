@@ -7,6 +7,7 @@ Accelerate shards these batches across processes; with one process they pass thr
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator
 
 import numpy as np
@@ -32,6 +33,17 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def resolve_workers(setting: int | None, device: torch.device) -> int:
+    """``data.num_workers``; ``None`` picks 0 on CPU (workers would take cores from the training
+    threads) and, on CUDA, up to 8 per GPU process, so the GPU does not wait on preparing clouds
+    (58 ms per ModelNet40 cloud the first epoch)."""
+    if setting is not None:
+        return setting
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, torch.cuda.device_count())))
 
 
 def make_loader(dataset: Any, batch_size: int, seed: int, train: bool, num_workers: int = 0) -> DataLoader:

@@ -50,6 +50,13 @@ class PartSegmentationTask:
         self.allowed = torch.zeros(len(self.category_parts), num_parts, dtype=torch.bool)
         for c, parts in enumerate(self.category_parts.values()):
             self.allowed[c, list(parts)] = True
+        self._allowed_on: dict[torch.device, Tensor] = {}  # one copy per device, not one per step
+
+    def allowed_on(self, device: torch.device) -> Tensor:
+        """``allowed`` ``(categories, parts)`` on ``device``, copied there once."""
+        if device not in self._allowed_on:
+            self._allowed_on[device] = self.allowed.to(device)
+        return self._allowed_on[device]
 
     def forward(self, model: nn.Module, batch: dict[str, Any], points: Tensor | None = None) -> Tensor:
         return model(batch["points"] if points is None else points, batch["category"])
@@ -59,7 +66,7 @@ class PartSegmentationTask:
 
     def predict(self, logits: Tensor, category: Tensor) -> Tensor:
         """``(B, N, P), (B,) -> (B, N)`` part ids, argmax over the category's parts only."""
-        allowed = self.allowed.to(logits.device)[category][:, None, :]
+        allowed = self.allowed_on(logits.device)[category][:, None, :]
         return logits.masked_fill(~allowed, float("-inf")).argmax(-1)
 
     def correct(self, logits: Tensor, batch: dict[str, Any]) -> tuple[Tensor, int]:

@@ -1,0 +1,63 @@
+"""``appt convert --authors-checkpoint CKPT --config CONFIG --out DIR``: the authors' weights as an appt folder.
+
+Reads a checkpoint saved by the authors' APPT code (GitHub wish254/APPT, their key names) into the
+model of CONFIG (a paper preset, e.g. configs/scanobjectnn_pb_t50_rs_vit_b16_paper.yaml) and writes
+the folder ``appt eval --weights DIR --config CONFIG``, ``appt predict --weights DIR`` and
+``APPTForClassification.from_pretrained(DIR)`` read. A missing, unexpected or misshapen tensor, or
+frozen blocks unlike the backbone CONFIG names, stop it with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert the authors' checkpoint into an appt weights folder",
+                       description=__doc__)
+    p.add_argument("--authors-checkpoint", required=True, metavar="CKPT",
+                   help="a .pth saved by the authors' code ({'net': state_dict, ...} or a bare state dict)")
+    p.add_argument("--config", required=True, help="the paper preset the weights belong to")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.backbone.checkpoint=vit_b16.pth")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (created)")
+    p.set_defaults(handler=run)
+
+
+def data_info(cfg, classes: list[str] | None) -> dict:
+    """What ``appt predict`` reads beside the weights (``appt_data.json``, as ``appt train`` writes)."""
+    d = cfg.data
+    info = {"task": cfg.task, "dataset": d.dataset, "num_points": d.num_points, "test_transforms": d.test_transforms,
+            "seed": cfg.train.seed, "in_channels": cfg.model.get("in_channels"), "options": d.options}
+    if classes is not None:
+        info["classes"] = classes
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    from appt.errors import ConfigError
+    from appt.fileio import atomic_write
+    from appt.models.authors_checkpoint import load_authors_checkpoint
+    from appt.training.builders import build_data, build_model
+    from appt.training.config import load_config
+    from appt.training.engine import DATA_INFO
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.task != "classification":
+        raise ConfigError(f"{args.config}: appt convert reads the authors' classification model only (task {cfg.task})")
+    data = build_data(cfg, with_train=False) if Path(cfg.data.root).exists() else None
+    model = build_model(cfg, data).eval()
+    load_authors_checkpoint(model, args.authors_checkpoint)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    info = data_info(cfg, list(data.classes) if data is not None else None)
+    info["in_channels"] = model.config.in_channels
+    text = json.dumps(info, indent=2) + "\n"
+    atomic_write(out / DATA_INFO, lambda tmp: tmp.write_text(text))
+    trainable, _ = model.count_parameters()
+    print(f"converted {args.authors_checkpoint} -> {out} ({model.config.backbone.identity()}, "
+          f"{trainable:,} trained parameters{'' if data is not None else '; class names: none, data not found'})")
+    return 0
