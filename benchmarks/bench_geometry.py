@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--centre-ratio", type=float, default=0.25, help="centres = N * ratio (CPU embedding: 256 of 1024)")
     p.add_argument("--k", type=int, default=16, help="neighbours per centre (CPU embedding: 16)")
+    p.add_argument("--only-appt", action="store_true",
+                   help="time appt alone (the GPU script: the CPU contenders are timed in the CPU run); the "
+                        "brute-force reference still runs once, untimed, for the correctness checks")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.batch, args.repeats = "256,512", 2, 1
@@ -199,7 +202,8 @@ def bench_size(n_points: int, args: Any) -> dict[str, Any]:
     runners = {"appt": lambda: run_appt(x, n, args.k, args.device)}
     runners.update({name: (lambda f=f: f(pts, n, args.k)) for name, f in contenders(n_points).items()})
     outputs = {name: run()[:2] for name, run in runners.items()}  # also the warm-up
-    parts = common.interleaved({name: (lambda r=run: r()[2]) for name, run in runners.items()}, args.repeats, warmup=0)
+    timed = {name: run for name, run in runners.items() if name == "appt" or not args.only_appt}
+    parts = common.interleaved({name: (lambda r=run: r()[2]) for name, run in timed.items()}, args.repeats, warmup=0)
     seconds = {name: {p: common.stats([t[p] for t in ts]) for p in ("fps", "knn")} for name, ts in parts.items()}
     totals = {name: [t["fps"] + t["knn"] for t in ts] for name, ts in parts.items()}
     for name in seconds:
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         results.append(bench_size(size, args))
     import importlib.metadata
 
-    settings = {k: getattr(args, k) for k in ("sizes", "batch", "centre_ratio", "k", "repeats", "seed", "threads", "quick")}
+    settings = {k: getattr(args, k) for k in ("sizes", "batch", "centre_ratio", "k", "repeats", "seed", "threads", "quick",
+                                              "only_appt")}
     settings["versions"] = {"numpy": np.__version__}
     for package in ("fpsample", "scipy"):
         if importlib.util.find_spec(package) is not None:

@@ -1,6 +1,12 @@
-"""FPS and kNN against brute-force references on real shapes."""
+"""FPS and kNN against brute-force references on real shapes; their precision under autocast;
+the one-pass FPS of the embedding and its Triton kernel."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,10 +14,10 @@ import torch
 from appt.geometry import farthest_point_sample, gather, knn, square_distance
 
 
-def reference_fps(xyz: np.ndarray, n: int) -> list[int]:
-    """Textbook FPS in float64, starting at the point farthest from the centroid."""
+def reference_fps(xyz: np.ndarray, n: int, first: int | None = None) -> list[int]:
+    """Textbook FPS in float64, starting at ``first`` or else the point farthest from the centroid."""
     xyz = xyz.astype(np.float64)
-    chosen = [int(np.argmax(((xyz - xyz.mean(0)) ** 2).sum(1)))]
+    chosen = [int(np.argmax(((xyz - xyz.mean(0)) ** 2).sum(1))) if first is None else first]
     dist = np.full(len(xyz), np.inf)
     for _ in range(n - 1):
         dist = np.minimum(dist, ((xyz - xyz[chosen[-1]]) ** 2).sum(1))
@@ -96,17 +102,7 @@ def test_fps_prefix_property_on_real_clouds(real_clouds):
     for m in (128, 64, 32):
         again = farthest_point_sample(seq, m, start=0)
         assert torch.equal(again, torch.arange(m).expand(6, -1))
-        assert again[0].tolist() == reference_fps_from(seq[0].numpy(), m, 0)
-
-
-def reference_fps_from(xyz: np.ndarray, n: int, first: int) -> list[int]:
-    """Textbook float64 FPS from a given first index."""
-    xyz = xyz.astype(np.float64)
-    chosen, dist = [first], np.full(len(xyz), np.inf)
-    for _ in range(n - 1):
-        dist = np.minimum(dist, ((xyz - xyz[chosen[-1]]) ** 2).sum(1))
-        chosen.append(int(np.argmax(dist)))
-    return chosen
+        assert again[0].tolist() == reference_fps(seq[0].numpy(), m, first=0)
 
 
 def test_embedding_stages_equal_separate_fps_from_the_previous_first_centre(real_clouds):
@@ -155,11 +151,6 @@ print("EQUAL" if torch.equal(got, ref) and torch.equal(got_odd, odd) else f"DIFF
 def test_triton_fps_kernel_equals_the_torch_loop_in_the_cpu_interpreter():
     """The CUDA kernel's logic, run by Triton's interpreter on the CPU (a fresh process: the
     interpreter is chosen when the kernel is compiled)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     code = TRITON_CHECK.format(tests=str(Path(__file__).parent))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

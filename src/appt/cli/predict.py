@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         category = classes.index(args.category)
         allowed = torch.zeros(model.config.num_classes, dtype=torch.bool)
         allowed[category_parts_table(classes)[args.category]] = True
-    points, xyz = prepare_files(files, info, model.config.in_channels)
+    points, xyz = prepare_files(files, info, model.config.in_channels, min_points=model.config.neighbors[0])
     if torch.cuda.is_available():
         model = model.cuda()
     results = run_model(model, points, files, classes, args.batch_size, args.top_k, category, allowed)

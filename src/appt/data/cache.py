@@ -58,6 +58,10 @@ class DiskCache:
     def _file(self, key: str) -> Path:
         return self.root / "clouds" / key[:2] / f"{key}.cloud"
 
+    def contains(self, key: str) -> bool:
+        """Whether an entry for ``key`` exists (one ``stat``; its content is checked when read)."""
+        return self._file(key).is_file()
+
     def get(self, key: str) -> Cloud | None:
         """The cached cloud, or ``None`` when absent or unreadable."""
         try:

@@ -62,7 +62,9 @@ def build_data(cfg: RunConfig, with_train: bool = True) -> DataBundle:
     train = evaluation = None
     if with_train:
         train = build_split(cfg, d.train_split, train_transforms=True, subset=d.subset)
-        evaluation = build_split(cfg, "val", False, subset=None) if d.val_fraction > 0 else test
+        # test_split "val" (data without a test split, appt train --data): the hold-out is the test set
+        held_out = d.val_fraction > 0 and d.test_split != "val"
+        evaluation = build_split(cfg, "val", False, subset=None) if held_out else test
     in_channels = int(test[0]["points"].shape[-1])
     parts = category_parts(test) if cfg.task == "part_segmentation" else None
     return DataBundle(train, evaluation if with_train else test, test, list(test.classes), in_channels, parts)

@@ -9,6 +9,7 @@ kept as a dict because ``num_classes`` and ``in_channels`` come from the dataset
 Layout of a config file::
 
     base: [base/modelnet40.yaml]     # optional, merged first (paths relative to this file)
+                                     # or appt:NAME, a base shipped in the package (appt:minilm)
     task: classification             # or part_segmentation
     run_dir: runs/my_run             # optional; default runs/<config name>-<time>
     model: {backbone: {family: hf_text, name: minilm}, variant: appt, ...}
@@ -34,6 +35,7 @@ from appt.errors import ConfigError
 TASKS = ("classification", "part_segmentation")
 PRECISIONS = ("no", "fp16", "bf16")
 SCHEDULES = ("cosine", "step")
+SHIPPED_PREFIX = "appt:"  # base: [appt:minilm] names a config shipped in the package
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainSection:
     step_epochs: int = 40
     step_gamma: float = 0.5
     label_smoothing: float = 0.2
+    balanced: bool = False  # classification: class-weighted loss, n / (K * n_k) from the train split
     grad_clip: float | None = 10.0
     seed: int = 0
     precision: str = "no"
@@ -195,8 +198,26 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     bases = raw.pop("base", None) or []
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = deep_merge(merged, _read_with_bases(path.parent / base, seen + (path.resolve(),)))
+        merged = deep_merge(merged, _read_with_bases(base_path(base, path.parent), seen + (path.resolve(),)))
     return deep_merge(merged, raw)
+
+
+def base_path(base: str, folder: Path) -> Path:
+    """Where a ``base:`` entry points: ``appt:NAME`` is a config shipped inside the package
+    (:mod:`appt.configs`, so a YAML anywhere can name it), anything else a path relative to ``folder``."""
+    if isinstance(base, str) and base.startswith(SHIPPED_PREFIX):
+        from appt.configs import shipped_config
+
+        return shipped_config(base[len(SHIPPED_PREFIX):])
+    return folder / base
+
+
+def read_bases(bases: list[str], folder: Path) -> dict[str, Any]:
+    """The merge of ``bases`` (as a ``base:`` list written in ``folder`` would give)."""
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = deep_merge(merged, _read_with_bases(base_path(base, folder), seen=()))
+    return merged
 
 
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

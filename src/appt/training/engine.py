@@ -22,8 +22,10 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+from appt.data.warm import warm_cache
 from appt.errors import CheckpointError, ConfigError
 from appt.fileio import atomic_write
+from appt.models.config import APPTConfig
 from appt.models.io import load_trained
 from appt.models.summary import count_parameters
 from appt.training.builders import build_data, build_model, build_optimizer, build_scheduler
@@ -39,7 +41,7 @@ from appt.training.config import RunConfig, save_config
 from appt.training.evaluate import collect_outputs, format_figures, summarize
 from appt.training.loaders import make_loader, resolve_workers
 from appt.training.metrics import MetricsLog
-from appt.training.tasks import get_task
+from appt.training.tasks import balanced_class_weights, get_task
 
 RESUME_FILE = "resume.pt"
 DATA_INFO = "appt_data.json"
@@ -93,7 +95,15 @@ class Trainer:
         cfg.run_dir = str(self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.data = build_data(cfg)
+        if acc.is_main_process:  # the first use of a dataset: prepare and cache its clouds, with a progress bar
+            k = cfg.model.get("neighbors") or APPTConfig.neighbors  # a cloud needs the first stage's neighbours
+            warm_cache([self.data.train, self.data.eval, self.data.test],
+                       resolve_workers(cfg.data.num_workers, acc.device), progress,
+                       min_points=int(k[0] if isinstance(k, (list, tuple)) else k))
+        acc.wait_for_everyone()
         self.task = get_task(cfg.task, self.data.category_parts)
+        if cfg.train.balanced and cfg.task == "classification":  # rare classes weigh as much as common ones
+            self.task.class_weights = balanced_class_weights(self.data.train.labels, len(self.data.classes))
         model = build_model(cfg, self.data)
         self.trainable, self.total = count_parameters(model)
         self.bs = cfg.data.eval_batch_size or cfg.data.batch_size

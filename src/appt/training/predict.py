@@ -42,12 +42,16 @@ def collect_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int) -> tuple[torch.Tensor, list[np.ndarray]]:
+def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int,
+                  min_points: int = 1) -> tuple[torch.Tensor, list[np.ndarray]]:
     """Read and prepare every file: ``-> points (F, N, C)`` and the prepared xyz for rendering.
 
-    Unreadable files raise :class:`DataError` before any model work is done.
+    Unreadable files, and files with fewer distinct points than ``min_points`` (the neighbours the
+    model's first stage groups: fewer cannot describe a shape), raise :class:`DataError` before any
+    model work is done.
     """
     from appt.data import Preparation, build_transforms, read_points
+    from appt.data.warm import too_few
 
     options = info.get("options", {})
     prep = Preparation(int(info.get("num_points") or 1024), **{k: options[k] for k in PREP_OPTIONS if k in options})
@@ -57,7 +61,11 @@ def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int)
     seed = int(info.get("seed", 0))
     clouds = []
     for i, f in enumerate(files):
-        cloud = prep.fixed(read_points(f))
+        raw = read_points(f)
+        distinct = len(np.unique(raw.xyz, axis=0)) if len(raw) >= min_points else len(raw)
+        if distinct < min_points:
+            raise DataError(f, too_few(distinct, min_points))
+        cloud = prep.fixed(raw)
         clouds.append(prep.finish(cloud, np.random.default_rng([seed, 0, i]), transforms, str(f))["points"])
     return torch.from_numpy(np.stack(clouds)), [c[:, :3] for c in clouds]
 

@@ -18,12 +18,14 @@ class ClassificationTask:
 
     name = "classification"
     target_key = "label"
+    class_weights: Tensor | None = None  # (K,) loss weight per class (train.balanced), else uniform
 
     def forward(self, model: nn.Module, batch: dict[str, Any], points: Tensor | None = None) -> Tensor:
         return model(batch["points"] if points is None else points)
 
     def loss(self, logits: Tensor, batch: dict[str, Any], smoothing: float) -> Tensor:
-        return F.cross_entropy(logits.float(), batch["label"], label_smoothing=smoothing)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), batch["label"], weight=weight, label_smoothing=smoothing)
 
     def correct(self, logits: Tensor, batch: dict[str, Any]) -> tuple[Tensor, int]:
         """(number right as a 0-d tensor, number judged)."""
@@ -75,6 +77,14 @@ class PartSegmentationTask:
     def outputs(self, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
         return {"pred": self.predict(logits, batch["category"]), "target": batch["seg"],
                 "category": batch["category"]}
+
+
+def balanced_class_weights(labels: Any, num_classes: int) -> Tensor:
+    """``(K,)`` weights ``n / (K * n_k)`` from the train labels, so every class weighs the same in the
+    loss however rare (a class absent from train gets weight 0)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=num_classes).double()
+    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return weights.float()
 
 
 def get_task(name: str, category_parts: dict[str, list[int]] | None = None) -> ClassificationTask | PartSegmentationTask:

@@ -1,0 +1,28 @@
+"""The README's demo figures are those of the newest committed demo run (benchmarks/demo.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def newest_demo() -> dict:
+    runs = sorted((ROOT / "benchmarks" / "results").glob("demo_*.json"))
+    assert runs, "no benchmarks/results/demo_*.json: run python benchmarks/demo.py"
+    return json.loads(runs[-1].read_text())
+
+
+def test_readme_demo_figures_equal_the_newest_demo_json() -> None:
+    demo = newest_demo()
+    summary, last = demo["summary"], demo["summary"]["last_epoch"]
+    readme = (ROOT / "README.md").read_text()
+    expected = (f"{summary['trainable_params']:,} of {summary['total_params']:,} parameters trained "
+                f"({100 * summary['trainable_params'] / summary['total_params']:.2f} %), test overall accuracy "
+                f"{100 * last['overall_acc']:.2f} %, mean class accuracy {100 * last['mean_class_acc']:.2f} %")
+    flat = re.sub(r"\s+", " ", readme.replace("**", ""))
+    assert expected in flat, f"README does not quote the demo run: expected '{expected}'"
+    assert demo["resolved_config"]["train"]["epochs"] == 6 and demo["command"] in readme.replace("HF_HUB_OFFLINE=1 ", "")
+    assert demo["summary"]["last_epoch"]["epoch"] == 6
