@@ -12,6 +12,11 @@ their values) and per variant, this measures
   On CUDA: ``torch.cuda.max_memory_allocated`` (weights included);
 * checkpoint size: the bytes ``save_pretrained`` writes vs a safetensors file of the whole model.
 
+Rows are variants, optionally with the training step's memory settings appended
+(``VARIANT+ckpt_backbone|+ckpt_all`` = ``train.activation_checkpointing``, ``+bf16`` = frozen
+weights stored and run in bf16, ``train.frozen_dtype`` on a bf16 run); such a row is also compared
+with its plain variant from the same interleaved rounds (``vs_plain_variant``).
+
     python benchmarks/bench_cost.py                          # CPU, 1 thread
     python benchmarks/bench_cost.py --device cuda --precision bf16
 """
@@ -39,13 +44,17 @@ import common
 
 LABEL_SMOOTHING, GRAD_CLIP = 0.2, 10.0  # the engine's defaults (training/config.py)
 GOALS = {"throughput_ratio_min": 1.3, "peak_memory_ratio_max": 0.6, "checkpoint_fraction_max": 0.05}
+# Issue 17: appt with checkpointing at <= 0.5x full fine-tuning's peak, step <= 1.3x appt without it.
+LOW_MEMORY_ROW, LOW_MEMORY_GOALS = "appt+ckpt_all", {"peak_memory_ratio_max": 0.5, "step_time_vs_appt_max": 1.3}
+MEMORY_ROWS = "appt+ckpt_backbone,appt+ckpt_all,appt+ckpt_all+bf16"
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
     p = common.base_parser(__doc__.splitlines()[0], "cost_cpu.json")
     p.add_argument("--backbones", default="vit_b,point_mae")
-    p.add_argument("--variants", default="appt,full_finetune,lora,encoder_only",
-                   help="encoder_only (the trainable embedding + head alone) shows the floor every variant pays")
+    p.add_argument("--variants", default="appt,full_finetune,lora,encoder_only," + MEMORY_ROWS,
+                   help="encoder_only (the trainable embedding + head alone) shows the floor every variant pays; "
+                        "VARIANT+ckpt_backbone / +ckpt_all / +bf16 add the memory settings")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--embedding", choices=sorted(common.EMBEDDINGS), help="default: cpu on CPU, default on CUDA")
@@ -58,14 +67,32 @@ def parse_args(argv: list[str] | None = None) -> Any:
     return args
 
 
-def build_model(backbone: str, variant: str, args: Any) -> torch.nn.Module:
-    """A classifier with random backbone weights for ``variant``, in train mode on ``args.device``."""
-    from appt import APPTConfig, APPTForClassification, BackboneSpec
+def parse_row(row: str) -> tuple[str, str, bool]:
+    """``"appt+ckpt_all+bf16"`` -> ``("appt", "all", True)``: variant, checkpointing, frozen bf16."""
+    variant, *settings = row.split("+")
+    unknown = set(settings) - {"ckpt_backbone", "ckpt_all", "bf16"}
+    if unknown:
+        sys.exit(f"--variants {row}: unknown setting(s) {', '.join(sorted(unknown))} (ckpt_backbone, ckpt_all, bf16)")
+    mode = "all" if "ckpt_all" in settings else "backbone" if "ckpt_backbone" in settings else "off"
+    return variant, mode, "bf16" in settings
 
+
+def build_model(backbone: str, row: str, args: Any) -> torch.nn.Module:
+    """A classifier with random backbone weights for row ``VARIANT[+settings]``, in train mode on
+    ``args.device``; the settings applied as the training engine applies them."""
+    from appt import APPTConfig, APPTForClassification, BackboneSpec
+    from appt.models.frozen_dtype import cast_frozen
+    from appt.recompute import set_activation_checkpointing
+
+    variant, mode, bf16 = parse_row(row)
     torch.manual_seed(args.seed)
     spec = BackboneSpec(**common.BACKBONES[backbone][1])
     config = APPTConfig(backbone=spec, num_classes=10, variant=variant, **common.EMBEDDINGS[args.embedding])
-    return APPTForClassification(config).to(args.device).train()
+    model = APPTForClassification(config)
+    set_activation_checkpointing(model, mode)
+    if bf16:
+        cast_frozen(model, torch.bfloat16)
+    return model.to(args.device).train()
 
 
 def real_batch(args: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +222,7 @@ def full_model_bytes(model: torch.nn.Module, folder: Path) -> int:
 def checkpoint_sizes(models: dict[str, torch.nn.Module]) -> dict[str, Any]:
     """Bytes ``save_pretrained`` writes per variant, and their fraction of the whole model's bytes."""
     with tempfile.TemporaryDirectory() as tmp:
-        full = full_model_bytes(next(m for m in models.values() if m.backbone is not None), Path(tmp))
+        full = full_model_bytes(next(m for m in models.values() if m.backbone is not None and m.frozen_dtype is None), Path(tmp))
         out: dict[str, Any] = {"full_model_bytes": full}
         for name, model in models.items():
             model.save_pretrained(Path(tmp) / name)
@@ -230,21 +257,29 @@ def bench_backbone(backbone: str, variants: list[str], memory: dict[str, Any], a
             }
             for v in variants
         }
+    plain = {v: parse_row(v)[0] for v in variants if "+" in v and parse_row(v)[0] in variants}
+    if plain:  # the memory settings against the same variant without them, same rounds
+        result["vs_plain_variant"] = {
+            v: {"plain": p, "step_time_ratio": common.paired_ratio(times[v], times[p]),
+                "peak_memory_ratio": memory[v]["peak_bytes"] / memory[p]["peak_bytes"]}
+            for v, p in plain.items()
+        }
     return result
 
 
 def summary_table(results: dict[str, Any]) -> str:
     rows = []
     for res in results.values():
-        ratios = res.get("vs_full_finetune", {})
+        ratios, plain = res.get("vs_full_finetune", {}), res.get("vs_plain_variant", {})
         for v, s in res["step_seconds"].items():
             r = ratios.get(v, {})
+            vs_plain = f"{plain[v]['step_time_ratio']:.2f}" if v in plain else "-"
             rows.append([res["backbone"], v, f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})",
                          f"{res['clouds_per_second'][v]:.2f}", f"{r.get('throughput_ratio', float('nan')):.2f}",
                          f"{res['memory'][v]['peak_bytes'] / 2**20:,.0f}", f"{r.get('peak_memory_ratio', float('nan')):.2f}",
-                         f"{res['checkpoint'][v]['bytes'] / 2**20:,.2f}", f"{100 * res['checkpoint'][v]['fraction_of_full']:.1f} %"])
+                         f"{res['checkpoint'][v]['bytes'] / 2**20:,.2f}", f"{100 * res['checkpoint'][v]['fraction_of_full']:.1f} %", vs_plain])
     header = ["backbone", "variant", "step s, median (min-max)", "clouds/s", "throughput vs full",
-              "peak MiB", "peak vs full", "checkpoint MiB", "of full model"]
+              "peak MiB", "peak vs full", "checkpoint MiB", "of full model", "step time vs plain variant"]
     return common.markdown_table(header, rows)
 
 
@@ -261,6 +296,11 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
             "peak_memory_ratio<=0.6": r["peak_memory_ratio"] <= GOALS["peak_memory_ratio_max"],
             "checkpoint_fraction<=0.05": ckpt["fraction_of_full"] <= GOALS["checkpoint_fraction_max"],
         }
+        low = res["vs_full_finetune"].get(LOW_MEMORY_ROW)
+        vs_appt = res.get("vs_plain_variant", {}).get(LOW_MEMORY_ROW)
+        if low is not None and vs_appt is not None:
+            out[name][f"{LOW_MEMORY_ROW}: peak_memory_ratio<=0.5"] = low["peak_memory_ratio"] <= LOW_MEMORY_GOALS["peak_memory_ratio_max"]
+            out[name][f"{LOW_MEMORY_ROW}: step_time_vs_appt<=1.3"] = vs_appt["step_time_ratio"] <= LOW_MEMORY_GOALS["step_time_vs_appt_max"]
     return out
 
 

@@ -45,11 +45,17 @@ def run(args: argparse.Namespace) -> int:
     from appt.training.engine import DATA_INFO
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.task != "classification":
-        raise ConfigError(f"{args.config}: appt convert reads the authors' classification model only (task {cfg.task})")
+    seg = cfg.task == "part_segmentation"
+    if seg and cfg.model.get("seg_model") != "authors":
+        raise ConfigError(f"{args.config}: the authors' segmentation weights need model.seg_model: authors (the paper preset)")
     data = build_data(cfg, with_train=False) if Path(cfg.data.root).exists() else None
     model = build_model(cfg, data).eval()
-    load_authors_checkpoint(model, args.authors_checkpoint)
+    if seg:
+        from appt.models.authors_seg_checkpoint import load_authors_seg_checkpoint
+
+        load_authors_seg_checkpoint(model, args.authors_checkpoint)
+    else:
+        load_authors_checkpoint(model, args.authors_checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

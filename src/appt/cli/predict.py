@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     info = read_data_info(weights)
     task = info.get("task", "classification")
     torch.manual_seed(int(info.get("seed", 0)))
-    model = model_class(task).from_pretrained(weights)
+    from appt.models.io import read_config_dict
+
+    model = model_class(task, read_config_dict(weights).get("seg_model", "appt")).from_pretrained(weights)
     classes = info.get("classes") or [str(i) for i in range(model.config.num_classes)]
     category = allowed = None
     if task == "part_segmentation":

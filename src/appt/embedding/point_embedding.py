@@ -17,6 +17,7 @@ from appt.embedding.geometry_encoding import GeometryEncoding
 from appt.embedding.group_scaling import GROUP_SCALINGS, scale_groups
 from appt.embedding.layers import LinearBNReLU, ResidualBlock, batch_norm
 from appt.geometry import farthest_point_sample, gather, knn
+from appt.recompute import call
 
 
 @dataclass
@@ -102,7 +103,11 @@ class PointEmbedding(nn.Module):
     it there ("linear layers to the frozen model's width"). ``group_scaling`` (see
     ``group_scaling.py``), ``geometry_layout`` (see ``GeometryEncoding``) and ``bias`` (the residual
     blocks' BatchNorm-cancelled biases) exist to match the authors' encoder exactly.
+    ``checkpoint_stages`` (``train.activation_checkpointing: all``) recomputes each stage in the
+    backward pass instead of storing its ``(B, G, k, C)`` intermediates.
     """
+
+    checkpoint_stages: bool = False
 
     def __init__(
         self,
@@ -153,7 +158,7 @@ class PointEmbedding(nn.Module):
         feat = self.raw(points)
         stages = [(xyz, feat)]
         for stage in self.stages:
-            xyz, feat = stage(xyz, feat)
+            xyz, feat = call(stage, xyz, feat, recompute=self.checkpoint_stages)
             stages.append((xyz, feat))
         return EmbeddingOutput(tokens=self.proj(feat), centers=xyz, stages=stages)
 

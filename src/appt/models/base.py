@@ -22,6 +22,7 @@ from appt.models.config import APPTConfig
 from appt.models.io import load_trained, read_config_dict, save_trained
 from appt.models.lora import add_lora
 from appt.models.summary import count_parameters, format_summary
+from appt.recompute import call
 
 M = TypeVar("M", bound="APPTModel")
 
@@ -40,7 +41,14 @@ class APPTModel(nn.Module):
 
     ``c`` is 1 if the backbone has a class token else 0, ``P`` the number of prompted blocks,
     ``G`` the number of point tokens (``config.centers[-1]``).
+
+    Runtime memory settings (not saved with the model): ``activation_checkpointing``
+    (``appt.recompute``) and ``frozen_dtype``, the dtype the frozen blocks were cast to
+    (``appt.models.frozen_dtype``; ``None``: not cast).
     """
+
+    activation_checkpointing: str = "off"
+    frozen_dtype: torch.dtype | None = None
 
     def __init__(self, config: APPTConfig) -> None:
         super().__init__()
@@ -178,7 +186,11 @@ class APPTModel(nn.Module):
         if self.table is not None:
             x = self.table(x)
         if self.backbone is not None:
-            x = self.run_backbone(x, make_prompt(emb.tokens))
+            prompt = make_prompt(emb.tokens)
+            if self.frozen_dtype is not None:  # tokens enter the half-precision blocks in their dtype
+                x = self.run_backbone(x.to(self.frozen_dtype), prompt.to(self.frozen_dtype)).to(emb.tokens.dtype)
+            else:
+                x = self.run_backbone(x, prompt)
         return self.norm(x), emb
 
     @property
@@ -215,13 +227,18 @@ class APPTModel(nn.Module):
         for i, block in enumerate(backbone.blocks[: depths[-1]]):
             if i < self.num_prompt_blocks:
                 x = insert_prompt(x, prompt, self.num_class_tokens + i, num_points)
-            x = block(x)
+            x = self.run_block(block, x)
             if i + 1 == depths[-1] and self.config.raw_last_prompt and self.num_prompt_blocks:
                 last = self.num_class_tokens + min(i, self.num_prompt_blocks - 1)  # just before the G points
                 x = insert_prompt(x, prompt, last, num_points)  # replaces that prompt's output
             if i + 1 in depths:
                 read.append(x)
         return torch.cat(read, dim=1)
+
+    def run_block(self, block: nn.Module, x: Tensor) -> Tensor:
+        """One frozen block ``(B, T, D) -> (B, T, D)``, recomputed in the backward pass when
+        ``activation_checkpointing`` is ``backbone`` or ``all``."""
+        return call(block, x, recompute=self.activation_checkpointing != "off")
 
     # --- peft-style conveniences -------------------------------------------------------------
     def count_parameters(self) -> tuple[int, int]:

@@ -30,6 +30,7 @@ CHOICES = {
     "table_init": TABLE_INITS,
     "readout_norm": READOUT_NORMS,
     "readout_pool": READOUT_POOLS,
+    "seg_model": ("appt", "authors"),
 }
 
 
@@ -80,6 +81,7 @@ class APPTConfig:
     seg_feature_blocks: tuple[int, ...] = ()  # 1-based blocks whose point tokens are read; () = thirds of the depth
     seg_fp_widths: tuple[int, ...] = (256,)  # feature-propagation width per stage, coarse to fine; one = all
     seg_category_dim: int = 64  # width of the projected category one-hot
+    seg_model: str = "appt"  # appt (APPTForPartSegmentation) | authors (their APF_Seg, repaired: AuthorsPartSegmentation)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):

@@ -82,7 +82,7 @@ class APPTForPartSegmentation(APPTModel):
             if i < self.num_prompt_blocks:
                 current = backbone.prepare_tokens(make_prompt(x[:, -num_points:]))
                 x = insert_prompt(x, current, self.num_class_tokens + i, num_points)
-            x = block(x)
+            x = self.run_block(block, x)
             if i + 1 in self.feature_blocks:
                 read.append(x[:, -num_points:])
         return torch.cat(read, dim=1)

@@ -86,7 +86,11 @@ def category_parts_table(names: list[str], table: dict[str, Any] | None = None) 
     return {c: list(table[c]) for c in names}
 
 
-def model_class(task: str) -> type:
+def model_class(task: str, seg_model: str = "appt") -> type:
+    if task == "part_segmentation" and seg_model == "authors":
+        from appt.models.authors_segmentation import AuthorsPartSegmentation
+
+        return AuthorsPartSegmentation
     if task == "part_segmentation":
         from appt.models import APPTForPartSegmentation
 
@@ -132,8 +136,8 @@ def build_model(cfg: RunConfig, data: DataBundle | None) -> nn.Module:
         from appt.training.bundle import staged_backbones
 
         with staged_backbones(cfg.bundle):
-            return model_class(cfg.task)(config)
-    return model_class(cfg.task)(config)
+            return model_class(cfg.task, config.seg_model)(config)
+    return model_class(cfg.task, config.seg_model)(config)
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:

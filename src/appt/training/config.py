@@ -34,6 +34,8 @@ from appt.errors import ConfigError
 
 TASKS = ("classification", "part_segmentation")
 PRECISIONS = ("no", "fp16", "bf16")
+CHECKPOINT_MODES = ("off", "backbone", "all")  # = appt.recompute.CHECKPOINT_MODES (no torch import here)
+FROZEN_DTYPES = ("auto", "fp32")  # = appt.models.frozen_dtype.FROZEN_DTYPES
 SCHEDULES = ("cosine", "step")
 SHIPPED_PREFIX = "appt:"  # base: [appt:minilm] names a config shipped in the package
 
@@ -80,6 +82,8 @@ class TrainSection:
     grad_clip: float | None = 10.0
     seed: int = 0
     precision: str = "no"
+    activation_checkpointing: str = "off"  # off | backbone | all: recompute blocks (and embedding stages) in backward
+    frozen_dtype: str = "auto"  # auto | fp32: frozen weights in the precision's half dtype (see models/frozen_dtype.py)
     deterministic: bool | None = None  # None: on CPU only (free there); CUDA's deterministic kernels are slow
     eval_every: int = 1
     checkpoint_every: int = 0
@@ -138,6 +142,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: train.schedule={cfg.train.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"{source}: train.precision={cfg.train.precision!r} is not one of {PRECISIONS}")
+    for key, allowed in (("activation_checkpointing", CHECKPOINT_MODES), ("frozen_dtype", FROZEN_DTYPES)):
+        if getattr(cfg.train, key) not in allowed:
+            raise ConfigError(f"{source}: train.{key}={getattr(cfg.train, key)!r} is not one of {', '.join(allowed)}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"{source}: data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     for key in ("batch_size", "num_points"):

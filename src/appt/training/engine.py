@@ -40,6 +40,7 @@ from appt.training.checkpoint import (
 from appt.training.config import RunConfig, save_config
 from appt.training.evaluate import collect_outputs, format_figures, summarize
 from appt.training.loaders import make_loader, resolve_workers
+from appt.training.precision import apply_memory_settings
 from appt.training.metrics import MetricsLog
 from appt.training.tasks import balanced_class_weights, get_task
 
@@ -105,6 +106,7 @@ class Trainer:
         if cfg.train.balanced and cfg.task == "classification":  # rare classes weigh as much as common ones
             self.task.class_weights = balanced_class_weights(self.data.train.labels, len(self.data.classes))
         model = build_model(cfg, self.data)
+        apply_memory_settings(model, t.activation_checkpointing, t.frozen_dtype, t.precision, acc.device.type)
         self.trainable, self.total = count_parameters(model)
         self.bs = cfg.data.eval_batch_size or cfg.data.batch_size
         workers = resolve_workers(cfg.data.num_workers, acc.device)

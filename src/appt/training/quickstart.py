@@ -100,9 +100,13 @@ def describe_plan(cfg: RunConfig, layout: DataLayout, backbone: str, gpu: bool) 
                      "to pick the best epoch")
     else:
         lines.append("split: train/test from the data")
-    embedding = ("the authors' 4-stage embedding (a GPU is present)" if gpu else
-                 "a CPU-sized 3-stage embedding (appt:embed_cpu; no GPU found)")
+    from appt.models.config import APPTConfig
+
+    centers = list(cfg.model.get("centers") or APPTConfig.centers)
+    embedding = (f"embedding centres {centers} (default on a GPU: the authors')" if gpu else
+                 f"embedding centres {centers} (default on CPU: appt:embed_cpu, no GPU found)")
     lines.append(f"backbone: {backbone} ({b.get('family')} {b.get('name')}, frozen); {embedding}")
-    lines.append(f"recipe: {cfg.train.epochs} epochs, {d.num_points} points, batch {d.batch_size} "
+    epochs = f"{cfg.train.epochs} epoch{'' if cfg.train.epochs == 1 else 's'}"
+    lines.append(f"recipe: {epochs}, {d.num_points} points, batch {d.batch_size}{', class-weighted loss' if cfg.train.balanced else ''} "
                  "(--epochs, --points, --batch-size; --set key=value for anything else)")
     return lines

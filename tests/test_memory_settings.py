@@ -1,0 +1,138 @@
+"""Memory settings of a training step: activation checkpointing and half-precision frozen weights.
+
+Checkpointing must not change what a step computes (gradients within float tolerance, BatchNorm
+statistics updated once), its default must leave the step bitwise as it was, and every trainable
+tensor must still get a gradient (DDP needs it). Frozen bf16 weights: trainable tensors stay fp32,
+logits stay close to fp32, a step runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from appt import APPTConfig, APPTForClassification, BackboneSpec
+from appt.models import APPTForPartSegmentation
+from appt.models.frozen_dtype import cast_frozen, resolve_frozen_dtype
+from appt.models.frozen_dtype import FROZEN_DTYPES
+from appt.recompute import CHECKPOINT_MODES, set_activation_checkpointing
+from appt.training import config as run_config
+from appt.training.config import config_from_dict
+from appt.errors import ConfigError
+
+TINY_POINT = BackboneSpec("point_mae", pretrained=False, options={"depth": 3, "width": 48, "heads": 4})
+
+
+def _config(task: str, backbone: BackboneSpec = TINY_POINT, **overrides) -> APPTConfig:
+    settings = dict(backbone=backbone, num_classes=6, embed_dim=16, centers=(64, 16), neighbors=(8, 8),
+                    widths=(32, -1), blocks=(1, 1), head_hidden=(32,))
+    if task == "seg":
+        settings.update(in_channels=3, num_categories=2, seg_fp_widths=(16,), seg_category_dim=8)
+    settings.update(overrides)
+    return APPTConfig(**settings)
+
+
+def _step(task: str, mode: str | None, clouds: torch.Tensor, labels: torch.Tensor, **overrides):
+    """One forward + backward from seed 0; ``mode`` None = never switched (today's code path)."""
+    torch.manual_seed(0)
+    cls = APPTForPartSegmentation if task == "seg" else APPTForClassification
+    model = cls(_config(task, **overrides)).train()
+    if mode is not None:
+        set_activation_checkpointing(model, mode)
+    if task == "seg":
+        logits = model(clouds, labels % 2)
+        loss = F.cross_entropy(logits.flatten(0, 1), (torch.arange(clouds.shape[0] * clouds.shape[1]) % 6))
+    else:
+        logits = model(clouds)
+        loss = F.cross_entropy(logits, labels % 6)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return model, logits.detach(), grads
+
+
+@pytest.fixture(scope="module")
+def clouds(real_clouds):
+    points, labels = real_clouds
+    return points[:4, :256].contiguous(), labels[:4]
+
+
+def test_default_step_is_bitwise_the_unswitched_one(clouds):
+    for task in ("cls", "seg"):
+        _, logits_a, grads_a = _step(task, None, *clouds)
+        _, logits_b, grads_b = _step(task, "off", *clouds)
+        assert torch.equal(logits_a, logits_b)
+        assert grads_a.keys() == grads_b.keys()
+        assert all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a), task
+
+
+@pytest.mark.parametrize("task", ["cls", "seg"])
+@pytest.mark.parametrize("mode", ["backbone", "all"])
+def test_checkpointing_keeps_gradients_and_statistics(clouds, task, mode):
+    ref, logits_ref, grads_ref = _step(task, "off", *clouds)
+    model, logits, grads = _step(task, mode, *clouds)
+    assert torch.allclose(logits, logits_ref, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == grads_ref.keys()
+    for name, g in grads.items():
+        assert g is not None, f"{name}: no gradient under checkpointing ({mode})"  # DDP would stall
+        assert torch.allclose(g, grads_ref[name], rtol=1e-4, atol=1e-6), name
+    ref_stats, stats = ref.state_dict(), model.state_dict()
+    for name in ref_stats:
+        if "running_" in name or "num_batches" in name:  # BatchNorm updated once, not again in recompute
+            assert torch.equal(stats[name], ref_stats[name]), name
+
+
+def test_checkpointing_keeps_gradients_of_every_variant_that_trains_in_the_backbone(clouds):
+    """lora / tune_norms / full_finetune: trainable tensors inside recomputed blocks still get gradients."""
+    for overrides in ({"variant": "lora"}, {"tune_norms": True}, {"variant": "full_finetune"}):
+        _, _, grads_ref = _step("cls", "off", *clouds, **overrides)
+        _, _, grads = _step("cls", "all", *clouds, **overrides)
+        assert grads.keys() == grads_ref.keys() and any(n.startswith("backbone.") for n in grads)
+        for name, g in grads.items():
+            assert g is not None and torch.allclose(g, grads_ref[name], rtol=1e-4, atol=1e-6), (overrides, name)
+
+
+def test_bf16_frozen_weights_on_cpu(clouds):
+    torch.manual_seed(0)
+    model = APPTForClassification(_config("cls")).train()
+    points, labels = clouds
+    with torch.no_grad():
+        fp32 = model.eval()(points)
+    cast_frozen(model, torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.backbone.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        bf16 = model(points)
+    assert bf16.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa (relative error ~4e-3 per rounding); over 3 blocks we allow 2 % of the logits' scale
+    assert (bf16 - fp32).abs().max().item() <= 0.02 * fp32.abs().max().item()  # measured 0.7 %
+    assert not torch.equal(bf16, fp32)  # the blocks did run in bf16
+    model.train()
+    set_activation_checkpointing(model, "all")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    F.cross_entropy(model(points), labels % 6).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in model.parameters() if p.requires_grad)
+    opt.step()
+    assert all(p.dtype == torch.bfloat16 for p in model.backbone.parameters())  # never cast back
+
+
+def test_frozen_dtype_resolution_and_config_keys():
+    torch.manual_seed(0)
+    appt = APPTForClassification(_config("cls"))
+    lora = APPTForClassification(_config("cls", variant="lora"))
+    assert resolve_frozen_dtype("auto", "bf16", "cuda", appt) == torch.bfloat16
+    assert resolve_frozen_dtype("auto", "fp16", "cuda", appt) == torch.float16
+    assert resolve_frozen_dtype("auto", "fp16", "cpu", appt) is None
+    assert resolve_frozen_dtype("auto", "no", "cuda", appt) is None
+    assert resolve_frozen_dtype("fp32", "bf16", "cuda", appt) is None
+    assert resolve_frozen_dtype("auto", "bf16", "cuda", lora) is None  # lora's adapters train inside the blocks
+    with pytest.raises(ValueError):
+        cast_frozen(lora, torch.bfloat16)
+    assert (run_config.CHECKPOINT_MODES, run_config.FROZEN_DTYPES) == (CHECKPOINT_MODES, FROZEN_DTYPES)
+    assert (run_config.TrainSection().activation_checkpointing, run_config.TrainSection().frozen_dtype) == ("off", "auto")
+    cfg = config_from_dict({"train": {"activation_checkpointing": "all", "frozen_dtype": "fp32"}})
+    assert (cfg.train.activation_checkpointing, cfg.train.frozen_dtype) == ("all", "fp32")
+    for bad in ({"activation_checkpointing": "blocks"}, {"frozen_dtype": "bf16"}):
+        with pytest.raises(ConfigError):
+            config_from_dict({"train": bad})
