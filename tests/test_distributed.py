@@ -23,6 +23,8 @@ CASES = [  # (task, config overrides)
     ("cls", {"variant": "tune_norms_short", "readout_depths": (1,)}),
     ("cls", {"variant": "full_finetune", "readout_depths": (0, 2)}),
     ("seg", {"variant": "full_finetune", "seg_feature_blocks": (1,)}),
+    ("cls", {"variant": "lora", "activation_checkpointing": "backbone"}),  # recomputed blocks under DDP
+    ("seg", {"variant": "appt", "activation_checkpointing": "all"}),
 ]
 
 
@@ -44,6 +46,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from appt.models import APPTForClassification, APPTForPartSegmentation
+    from appt.recompute import set_activation_checkpointing
     from appt.training.engine import make_accelerator
 
     acc = make_accelerator("no")
@@ -51,7 +54,8 @@ def _worker(rank: int, port: int, results: dict) -> None:
     for task, overrides in CASES:
         torch.manual_seed(0)  # the same initial weights on both ranks
         cls = APPTForPartSegmentation if task == "seg" else APPTForClassification
-        model = cls(_config(task, overrides))
+        model = cls(_config(task, {k: v for k, v in overrides.items() if k != "activation_checkpointing"}))
+        set_activation_checkpointing(model, overrides.get("activation_checkpointing", "off"))
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         model, optimizer = acc.prepare(model, optimizer)
         gen = torch.Generator().manual_seed(100 + rank)  # each rank its own batch

@@ -19,6 +19,7 @@ from appt.models.frozen_dtype import FROZEN_DTYPES
 from appt.recompute import CHECKPOINT_MODES, set_activation_checkpointing
 from appt.training import config as run_config
 from appt.training.config import config_from_dict
+from appt.training.precision import apply_memory_settings
 from appt.errors import ConfigError
 
 TINY_POINT = BackboneSpec("point_mae", pretrained=False, options={"depth": 3, "width": 48, "heads": 4})
@@ -129,6 +130,12 @@ def test_frozen_dtype_resolution_and_config_keys():
     assert resolve_frozen_dtype("auto", "bf16", "cuda", lora) is None  # lora's adapters train inside the blocks
     with pytest.raises(ValueError):
         cast_frozen(lora, torch.bfloat16)
+    # what the engine applies: the defaults change nothing; bf16 on CUDA casts the frozen blocks
+    assert apply_memory_settings(appt, "off", "auto", "no", "cpu") is None
+    assert appt.frozen_dtype is None and appt.activation_checkpointing == "off" and not appt.embedding.checkpoint_stages
+    assert all(p.dtype == torch.float32 for p in appt.parameters())
+    assert apply_memory_settings(appt, "all", "auto", "bf16", "cuda") == torch.bfloat16
+    assert appt.embedding.checkpoint_stages and {p.dtype for p in appt.backbone.parameters()} == {torch.bfloat16}
     assert (run_config.CHECKPOINT_MODES, run_config.FROZEN_DTYPES) == (CHECKPOINT_MODES, FROZEN_DTYPES)
     assert (run_config.TrainSection().activation_checkpointing, run_config.TrainSection().frozen_dtype) == ("off", "auto")
     cfg = config_from_dict({"train": {"activation_checkpointing": "all", "frozen_dtype": "fp32"}})

@@ -1,7 +1,8 @@
 """``appt convert --authors-checkpoint CKPT --config CONFIG --out DIR``: the authors' weights as an appt folder.
 
 Reads a checkpoint saved by the authors' APPT code (GitHub wish254/APPT, their key names) into the
-model of CONFIG (a paper preset, e.g. configs/scanobjectnn_pb_t50_rs_vit_b16_paper.yaml) and writes
+model of CONFIG (a paper preset, e.g. configs/scanobjectnn_pb_t50_rs_vit_b16_paper.yaml; their
+segmentation model APF_Seg into configs/shapenetpart_vit_b16_paper.yaml, seg_model: authors) and writes
 the folder ``appt eval --weights DIR --config CONFIG``, ``appt predict --weights DIR`` and
 ``APPTForClassification.from_pretrained(DIR)`` read. A missing, unexpected or misshapen tensor, or
 frozen blocks unlike the backbone CONFIG names, stop it with one line naming the key.
@@ -18,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert the authors' checkpoint into an appt weights folder",
                        description=__doc__)
     p.add_argument("--authors-checkpoint", required=True, metavar="CKPT",
-                   help="a .pth saved by the authors' code ({'net': state_dict, ...} or a bare state dict)")
+                   help="a .pth saved by the authors' code ({'net': state_dict, ...}, {'model': ...} or a bare state dict)")
     p.add_argument("--config", required=True, help="the paper preset the weights belong to")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.backbone.checkpoint=vit_b16.pth")

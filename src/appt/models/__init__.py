@@ -1,5 +1,6 @@
 """APPT task models, their config, and trained-weights-only checkpoints."""
 
+from appt.models.authors_segmentation import AuthorsPartSegmentation
 from appt.models.base import APPTModel
 from appt.models.classification import APPTForClassification
 from appt.models.config import VARIANTS, APPTConfig
@@ -12,6 +13,7 @@ __all__ = [
     "APPTForClassification",
     "APPTForPartSegmentation",
     "APPTModel",
+    "AuthorsPartSegmentation",
     "load_trained",
     "save_trained",
     "trained_state_dict",

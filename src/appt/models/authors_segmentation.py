@@ -109,7 +109,8 @@ class AuthorsSegHead(nn.Module):
 
     def forward(self, local: Tensor, glob: Tensor) -> Tensor:
         w = self.first.weight
-        h = F.linear(local, w[:, : self.local_dim], self.first.bias) + F.linear(glob, w[:, self.local_dim :]).unsqueeze(1)
+        h = F.linear(local, w[:, : self.local_dim], self.first.bias)
+        h = h + F.linear(glob, w[:, self.local_dim :]).unsqueeze(1)
         return self.out(self.dropout(batch_norm(h, self.bn)))
 
 
@@ -125,14 +126,18 @@ class AuthorsPartSegmentation(APPTModel):
         if config.readout_depths:
             raise ConfigError("model.readout_depths is for classification; part segmentation reads seg_feature_blocks")
         if len(config.head_hidden) != 1:
-            raise ConfigError(f"model.head_hidden: the authors' segmentation head has one hidden layer, got {list(config.head_hidden)}")
+            raise ConfigError(
+                f"model.head_hidden: the authors' segmentation head has one hidden layer, got {list(config.head_hidden)}"
+            )
         if len(config.centers) < 3:
             raise ConfigError(f"seg_model authors needs at least 3 embedding stages, got {len(config.centers)}")
         super().__init__(config)
         if self.backbone is None or self.num_prompt_blocks == 0:
             raise ConfigError(f"seg_model authors needs a backbone with point-prompts (variant {config.variant!r})")
         if len(self.feature_blocks) != 3:
-            raise ConfigError(f"model.seg_feature_blocks: seg_model authors reads exactly 3 blocks, got {list(self.feature_blocks)}")
+            raise ConfigError(
+                f"model.seg_feature_blocks: seg_model authors reads exactly 3 blocks, got {list(self.feature_blocks)}"
+            )
         emb, d = self.embedding, self.width
         dims = [emb.raw.bn.num_features] + [stage.bn.num_features for stage in emb.stages]  # level 0 .. S
         widths = config.seg_fp_widths * len(emb.stages) if len(config.seg_fp_widths) == 1 else config.seg_fp_widths
@@ -157,7 +162,9 @@ class AuthorsPartSegmentation(APPTModel):
             return ()
         blocks = tuple(sorted(set(self.config.seg_feature_blocks))) or default_feature_blocks(self.backbone.depth)
         if blocks[-1] > self.backbone.depth:
-            raise ConfigError(f"model.seg_feature_blocks: block {blocks[-1]} is beyond the backbone's depth {self.backbone.depth}")
+            raise ConfigError(
+                f"model.seg_feature_blocks: block {blocks[-1]} is beyond the backbone's depth {self.backbone.depth}"
+            )
         return blocks
 
     @property
@@ -192,7 +199,9 @@ class AuthorsPartSegmentation(APPTModel):
     def forward(self, points: Tensor, category: Tensor) -> Tensor:
         b = points.shape[0]
         if category.shape != (b,) or category.dtype != torch.long:
-            raise ValueError(f"expected category of shape ({b},) and dtype long, got {tuple(category.shape)} {category.dtype}")
+            raise ValueError(
+                f"expected category of shape ({b},) and dtype long, got {tuple(category.shape)} {category.dtype}"
+            )
         tokens, emb = self.encode(points)  # normed reads, stacked
         reads = tokens.split(self.read_sizes(), dim=1)
         g, c = self.embedding.num_tokens, self.num_class_tokens
@@ -209,8 +218,8 @@ class AuthorsPartSegmentation(APPTModel):
         skip = torch.cat((onehot.unsqueeze(1).expand(-1, xyz.shape[1], -1), xyz), dim=-1)
         trunk = self.prop_points(xyz, xyz_fine, skip, fine)  # (B, N, D)
         feat = levels[-1][1]
-        for step, (fine_xyz, fine_feat), coarse_xyz in zip(self.enc_steps, reversed(levels[:-1]), reversed([lv[0] for lv in levels[1:]])):
-            feat = step(fine_xyz, coarse_xyz, fine_feat, feat)
+        for step, s in zip(self.enc_steps, range(len(levels) - 1, 0, -1)):  # level s -> s - 1
+            feat = step(levels[s - 1][0], levels[s][0], levels[s - 1][1], feat)
         return self.head(torch.cat((feat, trunk), dim=-1), glob)
 
 
