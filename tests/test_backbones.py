@@ -210,6 +210,16 @@ def test_timm_vit_bad_checkpoints_raise_checkpoint_error(vit_state, tmp_path) ->
             build_backbone(BackboneSpec("timm_vit", "vit_tiny_patch16_224", checkpoint=str(tmp_path / name)))
 
 
+def test_timm_pretrained_weights_missing_offline_are_one_line_checkpoint_error(tmp_path, monkeypatch) -> None:
+    """Offline with an empty cache, timm's hub download raises deep inside huggingface_hub;
+    ``appt info``/``train`` must say it in one line instead."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CheckpointError, match="not in the local cache") as info:
+        build_backbone(BackboneSpec("timm_vit", "vit_tiny_patch16_224", pretrained=True))
+    assert "\n" not in str(info.value)
+
+
 def test_timm_unknown_model_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="vit_nope"):
         build_backbone(BackboneSpec("timm_vit", "vit_nope", pretrained=False))

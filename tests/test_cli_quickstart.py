@@ -93,11 +93,14 @@ def test_train_on_a_folder_without_split_then_predict_and_repeat(tmp_path: Path,
     fails(capsys, ["predict", "--weights", str(best), str(one_point), "--out", str(tmp_path / "pred1")],
           "one_point.txt: holds 1 distinct point(s); at least 8 are needed")
 
-    # the saved config repeats the run (same hold-out, same weights), and the cache is warm now
-    capsys.readouterr()
+    # the saved config repeats the run (same hold-out, same weights), and the cache is warm now. In a
+    # fresh process like the first run: this one's torch settings (threads) depend on earlier tests.
     again = tmp_path / "again"
-    assert main(["train", "--config", str(run / "config.yaml"), "--run-dir", str(again), "--no-progress"]) == 0
-    assert "preparing" not in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-m", "appt.cli.main", "train", "--config", str(run / "config.yaml"),
+                           "--run-dir", str(again), "--no-progress"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preparing" not in proc.stdout
     a, b = load_file(str(best / "appt_weights.safetensors")), load_file(str(again / "checkpoints/best/appt_weights.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "APPTForClassification": "appt.models",
     "APPTForPartSegmentation": "appt.models",
     "APPTModel": "appt.models",
+    "AuthorsPartSegmentation": "appt.models",
     "BackboneSpec": "appt.backbones.base",
 }
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from appt.backbones._loading import check_options, load_checked, read_state_dict, seeded, strip_prefixes
 from appt.backbones.base import Backbone, BackboneSpec
-from appt.errors import ConfigError
+from appt.errors import CheckpointError, ConfigError
 
 KNOWN_OPTIONS = {"seed"}
 
@@ -31,6 +31,11 @@ def _create(spec: BackboneSpec) -> nn.Module:
         if "Unknown model" in str(exc):
             raise ConfigError(f"timm_vit: unknown timm model '{spec.name}' (see timm.list_models('vit*'))") from exc
         raise
+    except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError and other missing-file errors
+        raise CheckpointError(
+            f"timm_vit:{spec.name}: pretrained weights are not in the local cache and cannot be downloaded "
+            "(set model.backbone.checkpoint=FILE, or pretrained=false for random weights)"
+        ) from exc
 
 
 def _read_checkpoint(path: Path) -> dict[str, Tensor]:

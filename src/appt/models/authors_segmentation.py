@@ -190,7 +190,7 @@ class AuthorsPartSegmentation(APPTModel):
         for i, block in enumerate(backbone.blocks[: reads[-1]]):
             if i < self.num_prompt_blocks:
                 x = insert_prompt(x, prompt, self.num_class_tokens + i, g)
-            x = block(x)
+            x = self.run_block(block, x)  # train.activation_checkpointing (a plain call when off)
             prompt = make_prompt(x)
             if i + 1 in reads:
                 out.append(x)
