@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 import yaml
 from conftest import MODELNET10
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from appt.backbones import BackboneSpec, build_backbone
 from appt.backbones.bundled import load_staged, stage_backbone
@@ -234,6 +235,19 @@ def test_point_mae_and_timm_backbones_are_rebuilt_from_the_bundle(spec: Backbone
         for x, y in zip(original.blocks, rebuilt.blocks):
             assert torch.equal(x(tokens), y(tokens))
         assert torch.equal(original.final_norm(tokens), rebuilt.final_norm(tokens))
+
+
+def test_the_bare_class_token_of_pretrained_weights_is_staged(tmp_path: Path) -> None:
+    """``class_token(with_position=False)`` (the paper preset) reads a buffer kept out of checkpoints;
+    a bundle must carry it, or the rebuilt backbone would hold its random twin's token."""
+    state = timm.create_model("test_vit", pretrained=False, num_classes=0).state_dict()
+    state["cls_token"] = torch.full_like(state["cls_token"], 0.5)  # unlike any random init
+    save_file(state, str(tmp_path / "vit.safetensors"))
+    spec = BackboneSpec("timm_vit", "test_vit", checkpoint=str(tmp_path / "vit.safetensors"))
+    original = build_backbone(spec)
+    rebuilt = load_staged(tmp_path / "bundle", stage_backbone(spec, tmp_path / "bundle", dtype="fp32"))
+    assert torch.equal(rebuilt.class_token(with_position=False), original.class_token(with_position=False))
+    assert torch.equal(rebuilt.class_token(), original.class_token())
 
 
 def test_benchmarks_run_from_a_bundle_without_pypcd4_or_fpsample(bundle16: Path, tmp_path: Path,

@@ -36,6 +36,16 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _ACTIVE: dict[str, Any] | None = None  # {"folder": Path, "entry": manifest entry} while use_bundle runs
 
 
+def frozen_tensors(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """Every tensor the adapter computes with: its ``state_dict()`` plus the buffers it keeps out of
+    checkpoints (e.g. the bare class token ``(1, 1, D)`` of ``class_token(with_position=False)``),
+    which a rebuilt random twin would otherwise hold at random values."""
+    tensors = dict(backbone.state_dict())
+    for name, buffer in backbone.named_buffers():
+        tensors.setdefault(name, buffer)
+    return tensors
+
+
 def effective_spec(spec: BackboneSpec, variant: str) -> BackboneSpec:
     """The spec the model really builds: ``random_backbone`` forces ``pretrained=False``
     (the rule of :class:`appt.models.APPTModel`)."""
@@ -87,7 +97,7 @@ def stage_backbone(spec: BackboneSpec, folder: str | os.PathLike, dtype: str = "
         _stage_hf_config(spec, folder)
     target = DTYPES[dtype]
     tensors: dict[str, torch.Tensor] = {}
-    for name, t in backbone.state_dict().items():
+    for name, t in frozen_tensors(backbone).items():
         t = t.detach()
         if t.is_floating_point():
             if target is torch.float16 and t.numel() and float(t.abs().max()) > torch.finfo(torch.float16).max:
@@ -145,7 +155,7 @@ def load_staged(folder: str | os.PathLike, entry: dict[str, Any], spec: Backbone
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{path}: unreadable staged backbone ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    own = backbone.state_dict()
+    own = frozen_tensors(backbone)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
@@ -156,7 +166,11 @@ def load_staged(folder: str | os.PathLike, entry: dict[str, Any], spec: Backbone
         )
     # Frozen weights compute in float32, as in a run without a bundle; mixed precision
     # (train.precision) is Accelerate's autocast on top, also as without a bundle.
-    backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    persistent = set(backbone.state_dict())
+    backbone.load_state_dict({k: v for k, v in state.items() if k in persistent}, strict=True)
+    for name in own.keys() - persistent:  # buffers kept out of checkpoints, e.g. the bare class token
+        backbone.get_buffer(name).copy_(state[name])
     backbone.float()
     backbone.spec = spec or BackboneSpec(**entry["spec"])
     return backbone.freeze().eval()
