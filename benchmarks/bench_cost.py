@@ -46,13 +46,14 @@ LABEL_SMOOTHING, GRAD_CLIP = 0.2, 10.0  # the engine's defaults (training/config
 GOALS = {"throughput_ratio_min": 1.3, "peak_memory_ratio_max": 0.6, "checkpoint_fraction_max": 0.05}
 # Issue 17: appt with checkpointing at <= 0.5x full fine-tuning's peak, step <= 1.3x appt without it.
 LOW_MEMORY_ROW, LOW_MEMORY_GOALS = "appt+ckpt_all", {"peak_memory_ratio_max": 0.5, "step_time_vs_appt_max": 1.3}
-MEMORY_ROWS = "appt+ckpt_backbone,appt+ckpt_all,appt+ckpt_all+bf16"
+MEMORY_ROWS = "appt+ckpt_backbone,appt+ckpt_all"
+BF16_ROW = "appt+ckpt_all+bf16"  # default only on CUDA, a native-bf16 CPU or --quick (emulated at ViT-B: > 24 min)
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
     p = common.base_parser(__doc__.splitlines()[0], "cost_cpu.json")
     p.add_argument("--backbones", default="vit_b,point_mae")
-    p.add_argument("--variants", default="appt,full_finetune,lora,encoder_only," + MEMORY_ROWS,
+    p.add_argument("--variants", default=None,
                    help="encoder_only (the trainable embedding + head alone) shows the floor every variant pays; "
                         "VARIANT+ckpt_backbone / +ckpt_all / +bf16 add the memory settings")
     p.add_argument("--batch", type=int, default=32)
@@ -64,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> Any:
     if args.quick:
         args.backbones, args.embedding, args.batch, args.points, args.repeats = "tiny", "tiny", 2, 128, 2
     args.embedding = args.embedding or ("default" if args.device.startswith("cuda") else "cpu")
+    if args.variants is None:
+        from appt.models.frozen_dtype import cpu_has_native_bf16
+
+        native = args.quick or args.device.startswith("cuda") or cpu_has_native_bf16()  # quick: tiny, fast anyway
+        args.variants = "appt,full_finetune,lora,encoder_only," + MEMORY_ROWS + ("," + BF16_ROW if native else "")
     return args
 
 

@@ -41,3 +41,12 @@ def load_real_clouds(count: int, split: str = "train", seed: int = 0) -> tuple[t
 def real_clouds() -> tuple[torch.Tensor, torch.Tensor]:
     """16 real ModelNet10 training clouds (16, 1024, 3) and labels (16,)."""
     return load_real_clouds(16)
+
+
+def run_blocks(backbone, x: torch.Tensor) -> torch.Tensor:
+    """What APPT does with a backbone ``(B, T, D) -> (B, T, D)``: prepare the tokens, run every
+    block, final norm (the backbone tests compare this with each model's own forward)."""
+    x = backbone.prepare_tokens(x)
+    for block in backbone.blocks:
+        x = block(x)
+    return backbone.final_norm(x)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from appt.backbones import BackboneSpec, available_backbones, build_backbone
 from appt.errors import CheckpointError, ConfigError
+from conftest import run_blocks
 
 BLOCK_SHAPES = {  # Point-MAE / Point-BERT Block parameter names and shapes for width D (mlp ratio 4)
     "norm1.weight": lambda d: (d,),
@@ -66,14 +67,6 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("clip_text")
     model.save_pretrained(path)
     return path, model
-
-
-def run_blocks(backbone, x: Tensor) -> Tensor:
-    """What APPT does with a backbone: prepare the tokens, run every block, final norm."""
-    x = backbone.prepare_tokens(x)
-    for block in backbone.blocks:
-        x = block(x)
-    return backbone.final_norm(x)
 
 
 def bert_input_embeddings(model, ids: Tensor, first_position: int) -> Tensor:
@@ -218,6 +211,13 @@ def test_timm_pretrained_weights_missing_offline_are_one_line_checkpoint_error(t
     with pytest.raises(CheckpointError, match="not in the local cache") as info:
         build_backbone(BackboneSpec("timm_vit", "vit_tiny_patch16_224", pretrained=True))
     assert "\n" not in str(info.value)
+
+
+def test_timm_weights_only_at_a_url_are_refused_offline() -> None:
+    """HF_HUB_OFFLINE does not stop timm's plain-URL downloads; appt refuses them itself."""
+    name = next(n for n in timm.list_pretrained("vit_*") if not timm.models.get_pretrained_cfg(n).hf_hub_id)
+    with pytest.raises(CheckpointError, match="live at a URL"):
+        build_backbone(BackboneSpec("timm_vit", name, pretrained=True))
 
 
 def test_timm_unknown_model_is_a_config_error() -> None:

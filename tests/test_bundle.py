@@ -167,8 +167,6 @@ def test_float16_bundle_holds_the_used_backbone_tensors_rounded_and_no_word_embe
     assert vocab > 1000 and not any("word_embeddings" in k or vocab in v.shape for k, v in staged.items())
     assert manifest["backbone"]["parameters"] == sum(v.numel() for v in staged.values()) < 11_000_000
     assert {"cls_token", "embed_norm.weight", "blocks.5.layer.output.LayerNorm.bias"} <= staged.keys()
-    for name, entry in manifest["files"].items():  # sizes the manifest reports are the files' own
-        assert (bundle16 / name).stat().st_size == entry["bytes"]
     # The clouds: float16 in the file, within float16 rounding of the source after preparation.
     source, bundled = build_data(load_config(work / "small.yaml")), build_data(load_bundle_config(bundle16))
     with safe_open(str(bundle16 / "data" / "train.safetensors"), framework="np") as f:

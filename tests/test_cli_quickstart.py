@@ -198,7 +198,6 @@ def test_balanced_weights_make_every_class_weigh_the_same(tmp_path: Path) -> Non
     labels = build_dataset("folder", data, "train", num_points=64, cache=False).labels
     weights = balanced_class_weights(labels, 3)
     torch.testing.assert_close(weights, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
-    assert torch.bincount(torch.as_tensor(labels), weights=weights.double()[labels]).tolist() == pytest.approx([10 / 3] * 3)
     task, logits = ClassificationTask(), torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
     batch = {"label": torch.as_tensor(labels)}
     plain = task.loss(logits, batch, 0.0)

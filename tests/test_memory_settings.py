@@ -58,7 +58,15 @@ def clouds(real_clouds):
     return points[:2, :256].contiguous(), labels[:2]
 
 
-def test_default_step_is_bitwise_the_unswitched_one(clouds):
+def test_default_step_is_bitwise_the_unswitched_one(clouds, monkeypatch):
+    """The default never recomputes anything (torch's checkpoint is made to fail), so its step is
+    the plain one, bitwise."""
+    import appt.recompute
+
+    def no_checkpoint(*args, **kwargs):
+        raise AssertionError("the default step went through activation checkpointing")
+
+    monkeypatch.setattr(appt.recompute, "checkpoint", no_checkpoint)
     for task in ("cls", "seg"):
         _, logits_a, grads_a = _step(task, None, *clouds)
         _, logits_b, grads_b = _step(task, "off", *clouds)

@@ -26,6 +26,7 @@ from appt.backbones import BackboneSpec, build_backbone, hf_text, packaged
 from appt.backbones.mpnet import relative_position_buckets
 from appt.backbones.packaged import MPNET, PackagedModel, find_parts, packaged_model_dir, unpack_parts
 from appt.errors import CheckpointError, ConfigError
+from conftest import run_blocks
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=99)
 SMALL_APPT = dict(  # a light 2-stage embedding, as in test_model.py
@@ -38,14 +39,6 @@ SENTENCES = ("A man is playing a guitar.", "Someone plays the guitar.", "The sto
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def run_blocks(backbone, x: Tensor) -> Tensor:
-    """What APPT does with a backbone: prepare the tokens, run every block, final norm."""
-    x = backbone.prepare_tokens(x)
-    for block in backbone.blocks:
-        x = block(x)
-    return backbone.final_norm(x)
 
 
 def input_embeddings(model, ids: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Atomic file writes, shared by model checkpoints and the training engine.
+"""Atomic file writes, shared by model checkpoints and the training engine, and appt's cache folder.
 
 A file is written to a temporary name in its own folder, flushed to disk, then moved over the old
 one with ``os.replace`` (atomic on POSIX): a process killed while writing leaves the previous good
@@ -35,3 +35,10 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def default_cache_dir() -> Path:
+    """appt's cache root: ``$APPT_CACHE_DIR`` if set, else ``~/.cache/appt`` (prepared clouds,
+    unpacked packaged models)."""
+    env = os.environ.get("APPT_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "appt"

@@ -152,8 +152,6 @@ class HFEncoderBackbone(Backbone):
         if parts.bare_cls_token is not None:
             bare = parts.bare_cls_token.detach().clone().reshape(1, 1, self.width)
             self.register_buffer("bare_cls_token", bare, persistent=False)
-        else:
-            self.bare_cls_token = None
 
     def sub_config(self, config: Any) -> Any:
         """The config of the tower to load (composite models: their vision/audio tower)."""
@@ -166,8 +164,3 @@ class HFEncoderBackbone(Backbone):
         """``(B, T, D) -> (B, T, D)``: the norm the first block expects its input to have had."""
         return self.input_norm(x)
 
-    def class_token(self, with_position: bool = True) -> Tensor | None:
-        """``cls_token`` (with its position slot) or the bare learnt token; ``None`` if the family has none."""
-        if with_position or self.cls_token is None:
-            return self.cls_token
-        return self.bare_cls_token

@@ -76,11 +76,15 @@ class Backbone(nn.Module):
         """The class token ``(1, 1, D)``: ``cls_token``, or without the family's position slot.
 
         A model that brings its own position table for every token (the authors' APPT) wants
-        the bare token; families that cannot give it (default) refuse.
+        the bare token: adapters that can give it keep it as a ``bare_cls_token`` buffer
+        ``(1, 1, D)``; the others refuse.
         """
         if with_position or self.cls_token is None:
             return self.cls_token
-        raise ConfigError(f"{self.spec.family}: the class token cannot be taken without its position slot")
+        bare = getattr(self, "bare_cls_token", None)
+        if bare is None:
+            raise ConfigError(f"{self.spec.family}: the class token cannot be taken without its position slot")
+        return bare
 
     def freeze(self) -> "Backbone":
         for p in self.parameters():

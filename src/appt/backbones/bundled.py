@@ -17,7 +17,6 @@ backbone for the spec it was staged for (and refuses any other spec, naming both
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,12 +43,6 @@ def frozen_tensors(backbone: Backbone) -> dict[str, torch.Tensor]:
     for name, buffer in backbone.named_buffers():
         tensors.setdefault(name, buffer)
     return tensors
-
-
-def effective_spec(spec: BackboneSpec, variant: str) -> BackboneSpec:
-    """The spec the model really builds: ``random_backbone`` forces ``pretrained=False``
-    (the rule of :class:`appt.models.APPTModel`)."""
-    return dataclasses.replace(spec, pretrained=False) if variant == "random_backbone" else spec
 
 
 def _rebuild_spec(backbone: Backbone, spec: BackboneSpec) -> dict[str, Any]:
@@ -166,8 +159,7 @@ def load_staged(folder: str | os.PathLike, entry: dict[str, Any], spec: Backbone
         )
     # Frozen weights compute in float32, as in a run without a bundle; mixed precision
     # (train.precision) is Accelerate's autocast on top, also as without a bundle.
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    persistent = set(backbone.state_dict())
+    persistent = set(backbone.state_dict())  # the rebuilt backbone is float32: copying casts
     backbone.load_state_dict({k: v for k, v in state.items() if k in persistent}, strict=True)
     for name in own.keys() - persistent:  # buffers kept out of checkpoints, e.g. the bare class token
         backbone.get_buffer(name).copy_(state[name])

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from appt.backbones._hf_encoder import HFBlock
 from appt.backbones._loading import check_options, seeded
 from appt.backbones.base import Backbone, BackboneSpec
 from appt.backbones.mpnet import mpnet_blocks
@@ -43,18 +44,6 @@ ROBERTA_TYPES = {"roberta", "xlm-roberta", "camembert", "mpnet"}  # positions st
 CLIP_TYPES = {"clip", "clip_text_model"}
 KNOWN_OPTIONS = {"seed", "cls_token_id", "relative_bias"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
-
-
-class HFLayer(nn.Module):
-    """One Hugging Face encoder layer as a ``(B, T, D) -> (B, T, D)`` map without attention mask."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.layer(x, attention_mask=None)
-        return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
 
 
 def resolve_name(name: str) -> str:
@@ -161,7 +150,7 @@ class HFTextBackbone(Backbone):
         emb = model.embeddings
         if is_clip:
             cls = emb.token_embedding.weight[token_id] + emb.position_embedding.weight[0]
-            self.blocks = nn.ModuleList(HFLayer(layer) for layer in model.encoder.layers)
+            self.blocks = nn.ModuleList(HFBlock(layer) for layer in model.encoder.layers)
             self.final_norm = model.final_layer_norm
             self.embed_norm = nn.Identity()
         else:
@@ -174,7 +163,7 @@ class HFTextBackbone(Backbone):
             if config.model_type == "mpnet":
                 self.blocks, self.relative_bias = mpnet_blocks(model.encoder, relative_bias)
             else:
-                self.blocks = nn.ModuleList(HFLayer(layer) for layer in model.encoder.layer)
+                self.blocks = nn.ModuleList(HFBlock(layer) for layer in model.encoder.layer)
             self.final_norm = nn.Identity()
             self.embed_norm = emb.LayerNorm
         self.cls_token = nn.Parameter(cls.detach().clone().view(1, 1, self.width))

@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from appt.errors import CheckpointError, ConfigError
+from appt.fileio import default_cache_dir
 
 logger = logging.getLogger("appt.backbones")
 
@@ -67,12 +68,6 @@ MPNET = PackagedModel(
 )
 
 
-def cache_root() -> Path:
-    """``$APPT_CACHE_DIR`` if set, else ``~/.cache/appt`` (the same root as the data cache)."""
-    env = os.environ.get("APPT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "appt"
-
-
 def find_parts(model: PackagedModel) -> list[tuple[str, str, Path]]:
     """``(package, version, slice path)`` of each installed part, in order; a one-line error otherwise."""
     install = model.install
@@ -97,7 +92,7 @@ def find_parts(model: PackagedModel) -> list[tuple[str, str, Path]]:
 def packaged_model_dir(model: PackagedModel, cache_dir: str | os.PathLike | None = None) -> Path:
     """The unpacked, checked model folder (unpacked on first use, reused afterwards)."""
     parts = find_parts(model)
-    root = Path(cache_dir) if cache_dir is not None else cache_root() / "models"
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "models"
     dest = root / f"{model.name}-{parts[0][1]}"
     identity = [[name, version, path.stat().st_size] for name, version, path in parts]
     return unpack_parts([p for _, _, p in parts], dest, identity, model.required, install=model.install)

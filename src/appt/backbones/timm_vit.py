@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import huggingface_hub.constants
 import timm
 from torch import Tensor, nn
 
@@ -24,6 +25,13 @@ KNOWN_OPTIONS = {"seed"}
 def _create(spec: BackboneSpec) -> nn.Module:
     """Build the timm model; downloads only for ``pretrained=True`` without a local checkpoint."""
     from_hub = spec.pretrained and not spec.checkpoint
+    if from_hub and huggingface_hub.constants.HF_HUB_OFFLINE:
+        # Offline, only the HF cache may serve weights; timm falls back to plain URLs for weights
+        # that have no hub copy, which HF_HUB_OFFLINE does not stop.
+        cfg = timm.models.get_pretrained_cfg(spec.name)
+        if cfg is not None and not cfg.hf_hub_id:
+            raise CheckpointError(f"timm_vit:{spec.name}: its weights live at a URL, not the HF cache, and "
+                                  "HF_HUB_OFFLINE is set (set model.backbone.checkpoint=FILE)")
     try:
         with seeded(spec.options.get("seed", 0)):
             return timm.create_model(spec.name, pretrained=from_hub, num_classes=0)
@@ -81,12 +89,6 @@ class TimmViTBackbone(Backbone):
         self.cls_token = _class_token(model)
         if self.cls_token is not None:  # the bare token, for models that bring their own class slot
             self.register_buffer("bare_cls_token", model.cls_token.detach().clone(), persistent=False)
-
-    def class_token(self, with_position: bool = True) -> Tensor | None:
-        """``cls_token`` (with the class slot of ``pos_embed``) or the bare ``model.cls_token``."""
-        if with_position or self.cls_token is None:
-            return self.cls_token
-        return self.bare_cls_token
 
     def prepare_tokens(self, x: Tensor) -> Tensor:
         """``(B, T, D) -> (B, T, D)``: the ViT's pre-norm (identity for most ViTs)."""

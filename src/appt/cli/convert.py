@@ -11,7 +11,6 @@ frozen blocks unlike the backbone CONFIG names, stop it with one line naming the
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -27,23 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def data_info(cfg, classes: list[str] | None) -> dict:
-    """What ``appt predict`` reads beside the weights (``appt_data.json``, as ``appt train`` writes)."""
-    d = cfg.data
-    info = {"task": cfg.task, "dataset": d.dataset, "num_points": d.num_points, "test_transforms": d.test_transforms,
-            "seed": cfg.train.seed, "in_channels": cfg.model.get("in_channels"), "options": d.options}
-    if classes is not None:
-        info["classes"] = classes
-    return info
-
-
 def run(args: argparse.Namespace) -> int:
     from appt.errors import ConfigError
-    from appt.fileio import atomic_write
     from appt.models.authors_checkpoint import load_authors_checkpoint
     from appt.training.builders import build_data, build_model
     from appt.training.config import load_config
-    from appt.training.engine import DATA_INFO
+    from appt.training.checkpoint import data_info, publish_model_folder
 
     cfg = load_config(args.config, args.overrides)
     seg = cfg.task == "part_segmentation"
@@ -58,12 +46,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         load_authors_checkpoint(model, args.authors_checkpoint)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    info = data_info(cfg, list(data.classes) if data is not None else None)
-    info["in_channels"] = model.config.in_channels
-    text = json.dumps(info, indent=2) + "\n"
-    atomic_write(out / DATA_INFO, lambda tmp: tmp.write_text(text))
+    publish_model_folder(model, out, data_info(cfg, data.classes if data is not None else None, model.config.in_channels))
     trainable, _ = model.count_parameters()
     print(f"converted {args.authors_checkpoint} -> {out} ({model.config.backbone.identity()}, "
           f"{trainable:,} trained parameters{'' if data is not None else '; class names: none, data not found'})")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 
 from appt.data.base import PointDataset, Record
 from appt.data.cloud import Cloud
+from appt.data.transforms import normalize
 from appt.errors import DataError
 
 POINT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
@@ -51,7 +51,7 @@ def _seg_dtype(seg: np.ndarray) -> type:
     return np.int16 if seg.size == 0 or (seg.min() >= info.min and seg.max() <= info.max) else np.int32
 
 
-def split_arrays(dataset: PointDataset, points_dtype: str = "fp16", indices: Iterable[int] | None = None,
+def split_arrays(dataset: PointDataset, points_dtype: str = "fp16",
                  progress: Any = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The arrays and metadata of :func:`save_split` (see the module doc for the layout).
 
@@ -61,17 +61,15 @@ def split_arrays(dataset: PointDataset, points_dtype: str = "fp16", indices: Ite
         raise ValueError(f"points dtype must be one of {', '.join(POINT_DTYPES)}, got {points_dtype!r}")
     dtype = POINT_DTYPES[points_dtype]
     raw = points_dtype == "fp32"
-    order = list(range(len(dataset)) if indices is None else indices)
-    all_paths = dataset.paths
     parts: dict[str, list[np.ndarray]] = {"xyz": [], "normals": [], "colors": [], "seg": []}
     centres, scales, offsets, present = [], [], [0], None
-    for i in order:
+    for i in range(len(dataset)):
         cloud = dataset.load(i)
         fields = {name for name in ("normals", "colors", "seg") if getattr(cloud, name) is not None}
         if present is None:
             present = fields
         elif fields != present:
-            raise DataError(all_paths[i], f"has fields {sorted(fields)}, the split's first shape {sorted(present)}")
+            raise DataError(dataset.paths[i], f"has fields {sorted(fields)}, the split's first shape {sorted(present)}")
         xyz = np.asarray(cloud.xyz, dtype=np.float32)
         if raw:
             centre, scale = np.zeros(3, np.float32), 1.0
@@ -96,7 +94,7 @@ def split_arrays(dataset: PointDataset, points_dtype: str = "fp16", indices: Ite
         "centre": np.stack(centres).astype(np.float32),
         "scale": np.asarray(scales, dtype=np.float32),
         "offsets": np.asarray(offsets, dtype=np.int64),
-        "labels": np.asarray(dataset.labels, dtype=np.int64)[order],
+        "labels": np.asarray(dataset.labels, dtype=np.int64),
     }
     for name in ("normals", "colors"):
         if parts[name]:
@@ -104,14 +102,13 @@ def split_arrays(dataset: PointDataset, points_dtype: str = "fp16", indices: Ite
     if parts["seg"]:
         seg = np.concatenate(parts["seg"])
         arrays["seg"] = seg.astype(_seg_dtype(seg))
-    sample = dataset[order[0]] if len(order) else {}
+    sample = dataset[0]  # does a sample carry a category (part segmentation)?
     root = os.path.abspath(dataset.root)
-    paths = [all_paths[i] for i in order]
     metadata = {
         "format": FORMAT,
         "classes": json.dumps(list(dataset.classes)),
         "paths": json.dumps([os.path.relpath(p, root) if os.path.abspath(p).startswith(root + os.sep) else p
-                             for p in paths]),
+                             for p in dataset.paths]),
         "root": root,
         "up_axis": str(int(dataset.up_axis)),
         "category": "1" if "category" in sample else "0",
@@ -164,7 +161,6 @@ class BundledDataset(PointDataset):
                    for i, (p, lab) in enumerate(zip(paths, labels))]
         super().__init__(records, json.loads(meta["classes"]), root=root, up_axis=int(meta["up_axis"]))
         self.with_category = meta.get("category") == "1"
-        self.points_dtype = meta.get("points_dtype", "")
 
     def read(self, rec: Record) -> Cloud:
         """The prepared cloud of ``rec`` in float32 (fresh arrays, safe to modify)."""
@@ -202,9 +198,5 @@ def unit_clouds(path: str | os.PathLike, count: int | None = None) -> tuple[torc
     labels ``(count,)`` and the class names (for benchmarks on a node without the readers)."""
     ds = BundledDataset(path)
     n = len(ds) if count is None else min(count, len(ds))
-    points = []
-    for i in range(n):
-        xyz = ds.read(ds.records[i]).xyz
-        xyz = xyz - xyz.mean(axis=0)
-        points.append(xyz / np.linalg.norm(xyz, axis=1).max())
+    points = [normalize(ds.read(ds.records[i])).xyz for i in range(n)]
     return torch.from_numpy(np.stack(points)), torch.from_numpy(ds.labels[:n].copy()), ds.classes

@@ -25,16 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from appt.data.cloud import Cloud
+from appt.fileio import default_cache_dir
 
 CACHE_VERSION = 2
 _FIELDS = {"xyz": ("<f4", 3), "normals": ("<f4", 3), "colors": ("<f4", 3), "seg": ("<i8", 1)}
 _MAGIC = b"APPTCLOUD1 "
-
-
-def default_cache_dir() -> Path:
-    """``$APPT_CACHE_DIR`` if set, else ``~/.cache/appt``."""
-    env = os.environ.get("APPT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "appt"
 
 
 def file_identity(path: str | os.PathLike) -> list:

@@ -52,15 +52,17 @@ class _Prepare(Dataset):
         except DataError as exc:
             return exc.path, exc.problem
         # FPS repeats the points of a small cloud, so the distinct ones are what the file held
-        distinct = len(np.unique(cloud.xyz, axis=0)) if len(cloud) >= self.min_points else len(cloud)
-        if distinct < self.min_points:
-            return self.ds.records[self.ds._index[self.positions[j]]].path, too_few(distinct, self.min_points)
+        problem = too_few(cloud.xyz, self.min_points)
+        return None if problem is None else (self.ds.records[self.ds._index[self.positions[j]]].path, problem)
+
+
+def too_few(xyz: np.ndarray, min_points: int) -> str | None:
+    """Why a cloud ``xyz (N, 3)`` with fewer than ``min_points`` distinct points (the neighbours the
+    model's first stage groups) is refused, or ``None`` if it has enough."""
+    distinct = len(np.unique(xyz, axis=0)) if len(xyz) >= min_points else len(xyz)
+    if distinct >= min_points:
         return None
-
-
-def too_few(count: int, min_points: int) -> str:
-    """The reason a cloud of ``count`` points is refused by a model whose first stage groups ``min_points``."""
-    return (f"holds {count} distinct point(s); at least {min_points} are needed to describe a shape "
+    return (f"holds {distinct} distinct point(s); at least {min_points} are needed to describe a shape "
             f"(the neighbours the model's first stage groups)")
 
 
@@ -68,8 +70,13 @@ def _as_list(batch: list[Any]) -> list[Any]:
     return batch
 
 
-def warm_cache(datasets: Iterable[PointDataset], workers: int = 0, progress: bool = True, min_points: int = 1) -> int:
+def warm_cache(datasets: Iterable[PointDataset], workers: int = 0, progress: bool = True, min_points: int = 1,
+               shard: tuple[int, int] = (0, 1)) -> int:
     """Prepare and cache every uncached cloud of ``datasets``; returns how many were prepared.
+
+    ``shard = (rank, processes)``: in a multi-process run each process prepares every
+    ``processes``-th cloud from ``rank`` (so no process waits alone at the next barrier for long);
+    only rank 0 prints.
 
     ``progress``: a tqdm bar on a terminal; otherwise (or when not a TTY) one line before and one
     after. A file that cannot be read, or holds fewer than ``min_points`` distinct points, stops it
@@ -79,14 +86,16 @@ def warm_cache(datasets: Iterable[PointDataset], workers: int = 0, progress: boo
     for ds in datasets:
         pos = [i for i in missing(ds) if (ds.records[ds._index[i]].path, id(ds.records)) not in seen]
         seen.update((ds.records[ds._index[i]].path, id(ds.records)) for i in pos)
-        if pos:
-            jobs.append((ds, pos))
+        if pos[shard[0]::shard[1]]:
+            jobs.append((ds, pos[shard[0]::shard[1]]))
     total = sum(len(p) for _, p in jobs)
     if not total:
         return 0
     cache_root = jobs[0][0].cache.root
-    bar_on = progress and sys.stderr.isatty()
-    print(f"preparing {total:,} clouds ({WHY}) ...", flush=True)
+    main = shard[0] == 0
+    bar_on = progress and main and sys.stderr.isatty()
+    if main:
+        print(f"preparing {total:,} clouds ({WHY}) ...", flush=True)
     start, refused = time.time(), []
     with tqdm(total=total, desc="preparing clouds (first use, cached)", unit="cloud", disable=not bar_on,
               dynamic_ncols=True) as bar:
@@ -99,6 +108,7 @@ def warm_cache(datasets: Iterable[PointDataset], workers: int = 0, progress: boo
     if refused:
         path, problem = refused[0]
         raise DataError(path, f"{problem} ({len(refused)} of {total} files refused; fix or remove them)")
-    print(f"prepared {total:,} clouds in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} clouds/s); cache: {cache_root}",
-          flush=True)
+    if main:
+        print(f"prepared {total:,} clouds in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} clouds/s); "
+              f"cache: {cache_root}", flush=True)
     return total

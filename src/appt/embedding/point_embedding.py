@@ -57,6 +57,7 @@ class LocalGeometryStage(nn.Module):
         group_scaling: str = "cloud_std",
         geometry_layout: str = "pairs",
         bias: bool = False,
+        chained: bool = False,
     ) -> None:
         super().__init__()
         if group_scaling not in GROUP_SCALINGS:
@@ -64,7 +65,7 @@ class LocalGeometryStage(nn.Module):
         self.group_scaling = group_scaling
         self.num_centers = num_centers
         self.k = k
-        self.chained = False  # set by PointEmbedding for every stage after the first
+        self.chained = chained  # its input is the previous stage's centres (every stage after the first)
         self.neighbour_proj = nn.Linear(in_dim, out_dim, bias=False)
         self.centre_proj = nn.Linear(in_dim, out_dim, bias=False)
         self.bn = nn.BatchNorm1d(out_dim)
@@ -138,11 +139,9 @@ class PointEmbedding(nn.Module):
         dims = (embed_dim, *widths)
         self.stages = nn.ModuleList(
             LocalGeometryStage(dims[i], dims[i + 1], centers[i], neighbors[i], blocks[i], expansion, alpha, beta,
-                               group_scaling, geometry_layout, bias)
+                               group_scaling, geometry_layout, bias, chained=i > 0)
             for i in range(len(centers))
         )
-        for stage in self.stages[1:]:
-            stage.chained = True
         self.proj = nn.Linear(widths[-1], out_dim) if widths[-1] != out_dim else nn.Identity()
 
     @property

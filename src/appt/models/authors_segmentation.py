@@ -33,7 +33,7 @@ from appt.geometry import gather, knn
 from appt.models.base import APPTModel
 from appt.models.config import APPTConfig
 from appt.models.propagation import interpolate
-from appt.models.segmentation import default_feature_blocks
+from appt.models.segmentation import resolve_feature_blocks
 
 GRAPH_NEIGHBOURS = 4  # their DGCNN_Propagation(k=4)
 GRAPH_GROUPS = 4  # their GroupNorm(4, C)
@@ -132,6 +132,7 @@ class AuthorsPartSegmentation(APPTModel):
         if len(config.centers) < 3:
             raise ConfigError(f"seg_model authors needs at least 3 embedding stages, got {len(config.centers)}")
         super().__init__(config)
+        self.feature_blocks = resolve_feature_blocks(self)
         if self.backbone is None or self.num_prompt_blocks == 0:
             raise ConfigError(f"seg_model authors needs a backbone with point-prompts (variant {config.variant!r})")
         if len(self.feature_blocks) != 3:
@@ -156,20 +157,8 @@ class AuthorsPartSegmentation(APPTModel):
         self._set_trainable()
 
     @property
-    def feature_blocks(self) -> tuple[int, ...]:
-        """1-based blocks read (``seg_feature_blocks``, default a third, two thirds and all of the depth)."""
-        if self.backbone is None:
-            return ()
-        blocks = tuple(sorted(set(self.config.seg_feature_blocks))) or default_feature_blocks(self.backbone.depth)
-        if blocks[-1] > self.backbone.depth:
-            raise ConfigError(
-                f"model.seg_feature_blocks: block {blocks[-1]} is beyond the backbone's depth {self.backbone.depth}"
-            )
-        return blocks
-
-    @property
     def blocks_run(self) -> int:
-        return self.feature_blocks[-1] if self.backbone is not None else 0
+        return resolve_feature_blocks(self)[-1] if self.backbone is not None else 0
 
     def read_sizes(self) -> list[int]:
         """Token count of each read block's output: ``c + min(b, P) + G``."""
@@ -191,7 +180,8 @@ class AuthorsPartSegmentation(APPTModel):
             if i < self.num_prompt_blocks:
                 x = insert_prompt(x, prompt, self.num_class_tokens + i, g)
             x = self.run_block(block, x)  # train.activation_checkpointing (a plain call when off)
-            prompt = make_prompt(x)
+            if i + 1 < self.num_prompt_blocks:  # the next block's prompt
+                prompt = make_prompt(x)
             if i + 1 in reads:
                 out.append(x)
         return torch.cat(out, dim=1)

@@ -7,7 +7,6 @@ segmentation). Which tensors train is decided here, once, from ``config.variant`
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from typing import TypeVar
 
@@ -53,9 +52,7 @@ class APPTModel(nn.Module):
     def __init__(self, config: APPTConfig) -> None:
         super().__init__()
         self.config = config
-        spec = config.backbone
-        if config.variant == "random_backbone":
-            spec = dataclasses.replace(spec, pretrained=False)
+        spec = config.built_backbone()
         # Random weights (random_backbone / pretrained=False) come from the spec's own seed
         # (``options.seed``), so a model rebuilt from its saved config gets the same frozen tensors.
         backbone = build_backbone(spec)

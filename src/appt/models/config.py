@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from appt.backbones.base import BackboneSpec
@@ -122,6 +122,10 @@ class APPTConfig:
             raise ConfigError(
                 f"model.seg_fp_widths needs 1 or {stages} positive widths (one per stage), got {list(self.seg_fp_widths)}"
             )
+
+    def built_backbone(self) -> BackboneSpec:
+        """The backbone spec the model really builds: ``random_backbone`` forces ``pretrained=False``."""
+        return replace(self.backbone, pretrained=False) if self.variant == "random_backbone" else self.backbone
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

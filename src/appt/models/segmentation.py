@@ -28,6 +28,18 @@ def default_feature_blocks(depth: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(depth * f)) for f in (1 / 3, 2 / 3, 1.0)}))
 
 
+def resolve_feature_blocks(model: APPTModel) -> tuple[int, ...]:
+    """The 1-based blocks a segmentation model reads (``seg_feature_blocks``, default a third, two
+    thirds and all of the depth), checked against its backbone; ``()`` without a backbone."""
+    if model.backbone is None:
+        return ()
+    depth = model.backbone.depth
+    blocks = tuple(sorted(set(model.config.seg_feature_blocks))) or default_feature_blocks(depth)
+    if blocks[-1] > depth:
+        raise ConfigError(f"model.seg_feature_blocks: block {blocks[-1]} is beyond the backbone's depth {depth}")
+    return blocks
+
+
 class APPTForPartSegmentation(APPTModel):
     """``points (B, N, C_in), category (B,) long -> per-point part logits (B, N, num_classes)``.
 
@@ -39,7 +51,7 @@ class APPTForPartSegmentation(APPTModel):
         if config.readout_depths:
             raise ConfigError("model.readout_depths is for classification; part segmentation reads seg_feature_blocks")
         super().__init__(config)
-        self.feature_blocks = self._resolve_feature_blocks()
+        self.feature_blocks = resolve_feature_blocks(self)
         emb = self.embedding
         skip_dims = [emb.raw.bn.num_features] + [stage.bn.num_features for stage in emb.stages[:-1]]
         widths = config.seg_fp_widths
@@ -54,16 +66,7 @@ class APPTForPartSegmentation(APPTModel):
 
     @property
     def blocks_run(self) -> int:
-        return self._resolve_feature_blocks()[-1] if self.backbone is not None else 0
-
-    def _resolve_feature_blocks(self) -> tuple[int, ...]:
-        if self.backbone is None:
-            return ()
-        depth = self.backbone.depth
-        blocks = tuple(sorted(set(self.config.seg_feature_blocks))) or default_feature_blocks(depth)
-        if blocks[-1] > depth:
-            raise ConfigError(f"model.seg_feature_blocks: block {blocks[-1]} is beyond the backbone's depth {depth}")
-        return blocks
+        return resolve_feature_blocks(self)[-1] if self.backbone is not None else 0
 
     def run_backbone(self, x: Tensor, prompt: Tensor) -> Tensor:
         """Frozen blocks with a per-block prompt; ``(B, c + G, D) -> (B, L * G, D)``.

@@ -103,7 +103,7 @@ def create_bundle(cfg: RunConfig, out: str | os.PathLike, dtype: str = "fp16", p
     ``appt bundle`` never leaves a half bundle that looks complete."""
     from tqdm.auto import tqdm
 
-    from appt.backbones.bundled import DTYPES, effective_spec, stage_backbone
+    from appt.backbones.bundled import DTYPES, stage_backbone
     from appt.data.bundle import POINT_DTYPES, save_split, split_info
     from appt.training.builders import build_data, model_config
 
@@ -135,7 +135,7 @@ def create_bundle(cfg: RunConfig, out: str | os.PathLike, dtype: str = "fp16", p
                 path = save_split(splits[role], tmp / "data" / f"{role}.safetensors", points_dtype, progress=bar.update)
                 data_entry["splits"][role] = {"file": path.relative_to(tmp).as_posix(), **split_info(path)}
         bar.close()
-        spec = effective_spec(model_cfg.backbone, model_cfg.variant)
+        spec = model_cfg.built_backbone()
         backbone = stage_backbone(spec, tmp / "backbone", dtype)
         if backbone is not None:
             backbone["folder"] = "backbone"

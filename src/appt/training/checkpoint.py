@@ -12,6 +12,7 @@ file in place.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 
 from appt.errors import CheckpointError
 from appt.fileio import TMP_MARK, atomic_write, fsync
+
+DATA_INFO = "appt_data.json"  # beside the weights: what `appt predict` needs besides them
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> None:
@@ -95,3 +98,24 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+
+
+def data_info(cfg: Any, classes: list[str] | None, in_channels: int) -> dict[str, Any]:
+    """What ``appt predict`` needs besides the weights: class names (when known) and the test-time
+    pipeline of run config ``cfg``."""
+    d = cfg.data
+    info: dict[str, Any] = {"task": cfg.task}
+    if classes is not None:
+        info["classes"] = list(classes)
+    info.update({"dataset": d.dataset, "num_points": d.num_points, "test_transforms": d.test_transforms,
+                 "seed": cfg.train.seed, "in_channels": in_channels, "options": d.options})
+    return info
+
+
+def publish_model_folder(model: Any, target: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """The folder ``appt predict`` / ``from_pretrained`` read: trained weights and config
+    (:func:`publish_weights`) plus ``info`` as ``appt_data.json``, each file written atomically."""
+    target = publish_weights(model, target)
+    text = json.dumps(info, indent=2) + "\n"
+    atomic_write(target / DATA_INFO, lambda tmp: tmp.write_text(text))
+    return target

@@ -24,15 +24,14 @@ from tqdm.auto import tqdm
 
 from appt.data.warm import warm_cache
 from appt.errors import CheckpointError, ConfigError
-from appt.fileio import atomic_write
-from appt.models.config import APPTConfig
 from appt.models.io import load_trained
 from appt.models.summary import count_parameters
 from appt.training.builders import build_data, build_model, build_optimizer, build_scheduler
 from appt.training.checkpoint import (
+    data_info,
     load_trainable_state,
     load_training_state,
-    publish_weights,
+    publish_model_folder,
     remove_stale_temps,
     save_training_state,
     trainable_state_dict,
@@ -45,7 +44,6 @@ from appt.training.metrics import MetricsLog
 from appt.training.tasks import balanced_class_weights, get_task
 
 RESUME_FILE = "resume.pt"
-DATA_INFO = "appt_data.json"
 
 
 def make_accelerator(precision: str) -> Accelerator:
@@ -96,20 +94,20 @@ class Trainer:
         cfg.run_dir = str(self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.data = build_data(cfg)
-        if acc.is_main_process:  # the first use of a dataset: prepare and cache its clouds, with a progress bar
-            k = cfg.model.get("neighbors") or APPTConfig.neighbors  # a cloud needs the first stage's neighbours
-            warm_cache([self.data.train, self.data.eval, self.data.test],
-                       resolve_workers(cfg.data.num_workers, acc.device), progress,
-                       min_points=int(k[0] if isinstance(k, (list, tuple)) else k))
+        model = build_model(cfg, self.data)  # seeds itself: its weights do not depend on the warm-up below
+        workers = resolve_workers(cfg.data.num_workers, acc.device)
+        # The first use of a dataset: prepare and cache its clouds (each process a share), with a
+        # progress bar; a cloud needs at least the first stage's neighbours.
+        warm_cache([self.data.train, self.data.eval, self.data.test], workers, progress,
+                   min_points=model.config.neighbors[0], shard=(acc.process_index, acc.num_processes))
         acc.wait_for_everyone()
         self.task = get_task(cfg.task, self.data.category_parts)
         if cfg.train.balanced and cfg.task == "classification":  # rare classes weigh as much as common ones
-            self.task.class_weights = balanced_class_weights(self.data.train.labels, len(self.data.classes))
-        model = build_model(cfg, self.data)
+            weights = balanced_class_weights(self.data.train.labels, len(self.data.classes))
+            self.task.class_weights = weights.to(acc.device)  # once, not every step
         apply_memory_settings(model, t.activation_checkpointing, t.frozen_dtype, t.precision, acc.device.type)
         self.trainable, self.total = count_parameters(model)
         self.bs = cfg.data.eval_batch_size or cfg.data.batch_size
-        workers = resolve_workers(cfg.data.num_workers, acc.device)
         train_loader = make_loader(self.data.train, cfg.data.batch_size, t.seed, True, workers)
         eval_loader = make_loader(self.data.eval, self.bs, t.seed, False, workers)
         optimizer = build_optimizer(model, cfg)
@@ -136,17 +134,10 @@ class Trainer:
 
     def data_info(self) -> dict[str, Any]:
         """What ``appt predict`` needs besides the weights: class names and the test-time pipeline."""
-        d = self.cfg.data
-        return {
-            "task": self.cfg.task, "classes": self.data.classes, "dataset": d.dataset,
-            "num_points": d.num_points, "test_transforms": d.test_transforms, "seed": self.cfg.train.seed,
-            "in_channels": self.data.in_channels, "options": d.options,
-        }
+        return data_info(self.cfg, self.data.classes, self.data.in_channels)
 
     def _publish(self, name: str) -> None:
-        target = publish_weights(self.unwrapped, self.ckpt_dir / name)
-        info = json.dumps(self.data_info(), indent=2)
-        atomic_write(target / DATA_INFO, lambda tmp: tmp.write_text(info + "\n"))
+        publish_model_folder(self.unwrapped, self.ckpt_dir / name, self.data_info())
 
     def _save_resume(self) -> None:
         acc = self.accelerator
@@ -229,7 +220,8 @@ class Trainer:
         # The epoch's running sums stay on the device: reading a loss on the host every step would
         # make the CPU wait for the GPU. They are read every ``log_every`` steps (bar, metrics log)
         # and at the epoch's end / a resumable checkpoint.
-        sums = torch.tensor(s.sums, dtype=torch.float64, device=acc.device)
+        sums = torch.tensor(s.sums[:2], dtype=torch.float64, device=acc.device)  # loss * n, correct
+        count = s.sums[2]  # n, known on the host
         for batch in batches:
             torch.manual_seed(step_seed(t.seed, acc.process_index, s.step))
             with acc.autocast():
@@ -242,7 +234,8 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             correct, n = self.task.correct(logits.detach(), batch)
-            sums += torch.stack((loss.detach().double() * n, correct.double(), sums.new_tensor(n)))
+            sums += torch.stack((loss.detach().double() * n, correct.double()))
+            count += n
             s.batch += 1
             s.step += 1
             seen += len(batch["points"]) * acc.num_processes
@@ -250,7 +243,7 @@ class Trainer:
             log_now = bool(t.log_every) and s.step % t.log_every == 0
             checkpoint_now = bool(t.checkpoint_every) and s.step % t.checkpoint_every == 0
             if log_now or checkpoint_now:
-                s.sums = sums.tolist()  # the one host sync
+                s.sums = [*sums.tolist(), count]  # the one host sync
             if log_now:
                 speed = seen / max(time.time() - tic, 1e-9)
                 bar.set_postfix(loss=f"{s.sums[0] / s.sums[2]:.4f}", acc=f"{100 * s.sums[1] / s.sums[2]:.1f}%",
@@ -260,13 +253,13 @@ class Trainer:
             if checkpoint_now:
                 self._save_resume()
             if t.stop_after_steps is not None and s.step >= t.stop_after_steps:
-                s.sums = sums.tolist()
+                s.sums = [*sums.tolist(), count]
                 bar.close()
                 if acc.is_main_process:
                     print(f"stopped after step {s.step} (train.stop_after_steps); "
                           f"continue with: appt train --resume {self.run_dir}")
                 return False
-        s.sums = sums.tolist()
+        s.sums = [*sums.tolist(), count]
         bar.close()
         return True
 

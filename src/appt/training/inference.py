@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appt.errors import CheckpointError
-from appt.training.engine import DATA_INFO
+from appt.training.checkpoint import DATA_INFO
 
 WEIGHTS_FILE = "appt_weights.safetensors"
 

@@ -62,9 +62,9 @@ def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int,
     clouds = []
     for i, f in enumerate(files):
         raw = read_points(f)
-        distinct = len(np.unique(raw.xyz, axis=0)) if len(raw) >= min_points else len(raw)
-        if distinct < min_points:
-            raise DataError(f, too_few(distinct, min_points))
+        problem = too_few(raw.xyz, min_points)
+        if problem is not None:
+            raise DataError(f, problem)
         cloud = prep.fixed(raw)
         clouds.append(prep.finish(cloud, np.random.default_rng([seed, 0, i]), transforms, str(f))["points"])
     return torch.from_numpy(np.stack(clouds)), [c[:, :3] for c in clouds]
