@@ -50,3 +50,18 @@ def run_blocks(backbone, x: torch.Tensor) -> torch.Tensor:
     for block in backbone.blocks:
         x = block(x)
     return backbone.final_norm(x)
+
+
+def assert_frozen_without_dropout(backbone) -> None:
+    """Nothing of ``backbone`` trains, each tensor has one name, and train mode computes what eval
+    mode does (no dropout left inside), on tokens of width 32 (the tiny test models)."""
+    assert all(not p.requires_grad for p in backbone.parameters())
+    assert len(list(backbone.named_parameters(remove_duplicate=False))) == len(list(backbone.parameters()))
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        expected = run_blocks(backbone, x)
+        backbone.train()
+        try:
+            assert torch.equal(run_blocks(backbone, x), expected)
+        finally:
+            backbone.eval()
