@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--embedding", choices=sorted(common.EMBEDDINGS), help="default: cpu on CPU, default on CUDA")
     p.add_argument("--precision", choices=("no", "bf16"), default="no", help="bf16 = torch.autocast mixed precision")
+    p.add_argument("--note", default="", help="free text stored with the settings (e.g. what else loaded the machine)")
     p.add_argument("--memory-worker", metavar="BACKBONE:VARIANT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -335,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     settings["embedding_config"] = common.EMBEDDINGS[args.embedding] or "APPTConfig defaults"
     settings["step"] = f"AdamW (engine defaults), label smoothing {LABEL_SMOOTHING}, grad clip {GRAD_CLIP}"
     settings["skipped"] = skipped
+    settings["note"] = args.note
+    info["load_average_at_end"] = list(os.getloadavg())  # with load_average_at_start: how shared the CPUs were
     settings["clouds_from"] = f"bundle {common.BUNDLE} (train split)" if common.BUNDLE else str(common.MODELNET10)
     table = summary_table(results)
     common.write_results(args.out, {"benchmark": "cost", "machine": info, "settings": settings,

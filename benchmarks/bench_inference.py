@@ -89,8 +89,8 @@ def cli_labels(out: Path) -> dict[str, str]:
 def measure(args: Any) -> tuple[dict[str, list[float]], float]:
     """Interleaved timings of the CLI runs and the library path, and their top-1 agreement."""
     from appt import APPTForClassification
-    from appt.training.inference import read_data_info
-    from appt.training.predict import prepare_files
+    from appt.inference.predict import prepare_files
+    from appt.inference.weights import read_data_info
 
     all_files = common.modelnet10_files("test")
     classes = sorted({f.parts[-3] for f in all_files})

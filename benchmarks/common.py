@@ -110,6 +110,9 @@ def machine_info(device: str) -> dict[str, Any]:
         "device": device,
         "load_average_at_start": list(os.getloadavg()),
         "git_commit": _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).strip(),
+        "git_head": _run(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).strip(),
+        # uncommitted changes in the tree: the numbers are of HEAD plus them
+        "git_dirty": bool(_run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]).strip()),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()

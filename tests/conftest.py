@@ -65,3 +65,47 @@ def assert_frozen_without_dropout(backbone) -> None:
             assert torch.equal(run_blocks(backbone, x), expected)
         finally:
             backbone.eval()
+
+
+# --- the meaning check: only pretrained text weights tell a paraphrase from an unrelated sentence ---
+SENTENCES = ("A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today.")
+
+
+def build_with_model(spec):
+    """An ``hf_text`` backbone and the very HF model it was built from (to embed words with its own tables)."""
+    from appt.backbones import build_backbone, hf_text
+
+    seen = []
+    load = hf_text._load_model
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hf_text, "_load_model", lambda *a: seen.append(load(*a)) or seen[-1])
+        backbone = build_backbone(spec)
+    return backbone, seen[0][0].eval()
+
+
+def input_embeddings(model, ids: torch.Tensor) -> torch.Tensor:
+    """Word + position (+ token type 0) embeddings *before* the embedding LayerNorm, ``(1, T) -> (1, T, D)``.
+
+    BERT-type positions start at 0; RoBERTa-type (MPNet) ones after the padding index."""
+    from appt.backbones.hf_text import ROBERTA_TYPES
+
+    emb = model.embeddings
+    first = emb.padding_idx + 1 if model.config.model_type in ROBERTA_TYPES else 0
+    x = emb.word_embeddings(ids) + emb.position_embeddings(torch.arange(first, first + ids.shape[1]))[None]
+    if getattr(emb, "token_type_embeddings", None) is not None:
+        x = x + emb.token_type_embeddings(torch.zeros_like(ids))
+    return x
+
+
+def meaning_check(backbone, model, tokenizer) -> tuple[float, float]:
+    """(cosine of the paraphrase pair, cosine of the unrelated pair) of ``SENTENCES``' embeddings:
+    our blocks' outputs mean-pooled over the tokens (what sentence-transformers does)."""
+    import torch.nn.functional as F
+
+    rows = []
+    with torch.no_grad():
+        for text in SENTENCES:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            rows.append(run_blocks(backbone, input_embeddings(model, ids)).mean(dim=1)[0])
+    cos = lambda i, j: F.cosine_similarity(rows[i], rows[j], dim=0).item()  # noqa: E731
+    return cos(0, 1), cos(0, 2)

@@ -102,7 +102,7 @@ def test_later_prompts_summarise_every_token_of_the_block_before() -> None:
         expect.append(tokens)
     with torch.no_grad():
         got = model.run_backbone(x, make_prompt(x[:, 1:]))
-    assert model.read_sizes() == [18, 19, 20]
+    assert model.prompts.read_sizes() == [18, 19, 20]
     assert torch.allclose(got, torch.cat(expect, dim=1), atol=1e-5)
 
 

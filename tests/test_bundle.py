@@ -28,7 +28,7 @@ from appt.cli.main import main
 from appt.training.builders import build_data, build_model
 from appt.training.bundle import create_bundle, load_bundle_config
 from appt.training.config import load_config
-from appt.training.metrics import read_metrics
+from appt.evaluation.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # What an offline node may lack: the data readers, the MiniLM package, and packages appt uses

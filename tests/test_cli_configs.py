@@ -21,9 +21,9 @@ import torch
 from conftest import DATA, MODELNET10
 
 from appt.data import collate
+from appt.tasks import get_task
 from appt.training.builders import build_data, build_model, model_config
 from appt.training.config import load_config
-from appt.training.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"), key=lambda p: (p.stem.split("_")[-1], p.stem))
@@ -107,7 +107,7 @@ def test_config_builds_and_runs_a_real_batch(path: Path, official_layouts: dict[
     assert model.config.backbone.family == backbone["family"]
     trainable, total = model.count_parameters()
     assert 0 < trainable < total
-    task = get_task(cfg.task, data.category_parts)
+    task = get_task(cfg.task, data.classes)
     batch = collate([data.train[0], data.train[1]])
     assert batch["points"].shape == (2, data.train[0]["points"].shape[0], data.in_channels)
     model.eval()

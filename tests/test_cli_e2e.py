@@ -17,7 +17,7 @@ from conftest import DATA, MODELNET10
 from safetensors.torch import load_file
 
 from appt.cli.main import main
-from appt.training.metrics import read_confusion_csv, read_metrics
+from appt.evaluation.metrics import read_confusion_csv, read_metrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES = sorted(p.name for p in MODELNET10.iterdir() if p.is_dir())

@@ -23,7 +23,7 @@ from appt.data.detect import detect_layout
 from appt.data.warm import warm_cache
 from appt.errors import ConfigError, DataError
 from appt.training.config import load_config
-from appt.training.tasks import ClassificationTask, balanced_class_weights
+from appt.tasks.classification import ClassificationTask, balanced_class_weights
 
 CLASSES = ["chair", "sofa", "toilet"]
 # A tiny embedding so the run takes seconds; everything else is what --data chooses.

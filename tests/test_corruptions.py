@@ -1,4 +1,4 @@
-"""ModelNet-C corruptions on real shapes: contract, determinism, severity, channels, specs, mCE."""
+"""ModelNet-C corruptions on real shapes: contract, determinism, severity, channels, specs."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ from pypcd4 import PointCloud
 from appt.data.corruptions import (
     CORRUPTIONS,
     LEVELS,
-    MODELNET_C_DGCNN_CLEAN_ERROR,
-    MODELNET_C_DGCNN_ERROR,
     corrupt,
     corrupt_with_source,
     corrupted_size,
-    corruption_error,
-    mean_corruption_error,
     parse_corruption,
-    relative_corruption_error,
-    relative_mean_corruption_error,
 )
 from appt.errors import ConfigError, DataError
 
@@ -227,41 +221,3 @@ def test_corrupt_rejects_bad_levels(level: object, shapes: list[np.ndarray]) -> 
 def test_corrupt_rejects_unknown_kind(shapes: list[np.ndarray]) -> None:
     with pytest.raises(ConfigError, match="unknown kind 'blur'"):
         corrupt(shapes[0], "blur", 1, rng=0)
-
-
-# -------------------------------------------------------------------------------- mCE
-def test_mean_corruption_error_hand_computed() -> None:
-    errors = {"jitter": [0.1, 0.3], "scale": [0.2, 0.4]}
-    reference = {"jitter": [0.2, 0.6], "scale": [0.2, 0.2]}
-    # CE_jitter = 0.4 / 0.8 = 0.5; CE_scale = 0.6 / 0.4 = 1.5; mCE = 1.0
-    assert corruption_error(errors["jitter"], reference["jitter"]) == pytest.approx(0.5)
-    assert corruption_error(errors["scale"], reference["scale"]) == pytest.approx(1.5)
-    assert mean_corruption_error(errors, reference) == pytest.approx(1.0)
-    # clean errors 0.05 (model), 0.1 (reference):
-    # RCE_jitter = (0.2 - 0.05) / (0.4 - 0.1) = 0.5; RCE_scale = (0.3 - 0.05) / (0.2 - 0.1) = 2.5
-    assert relative_corruption_error(errors["jitter"], 0.05, reference["jitter"], 0.1) == pytest.approx(0.5)
-    assert relative_corruption_error(errors["scale"], 0.05, reference["scale"], 0.1) == pytest.approx(2.5)
-    assert relative_mean_corruption_error(errors, 0.05, reference, 0.1) == pytest.approx(1.5)
-    # a scalar is read as the mean over levels
-    assert mean_corruption_error({"jitter": 0.2, "scale": 0.3}, {"jitter": 0.4, "scale": 0.2}) == pytest.approx(1.0)
-
-
-def test_reference_model_scores_one_against_itself() -> None:
-    per_level = {kind: [err] * 5 for kind, err in MODELNET_C_DGCNN_ERROR.items()}
-    assert set(per_level) == set(CORRUPTIONS)
-    assert mean_corruption_error(per_level, MODELNET_C_DGCNN_ERROR) == pytest.approx(1.0)
-    rmce = relative_mean_corruption_error(
-        per_level, MODELNET_C_DGCNN_CLEAN_ERROR, MODELNET_C_DGCNN_ERROR, MODELNET_C_DGCNN_CLEAN_ERROR
-    )
-    assert rmce == pytest.approx(1.0)
-
-
-def test_corruption_error_rejects_bad_tables() -> None:
-    with pytest.raises(ConfigError, match="no entry for rotate"):
-        mean_corruption_error({"jitter": 0.1, "rotate": 0.2}, {"jitter": 0.2})
-    with pytest.raises(ConfigError, match="> 0"):
-        corruption_error([0.1], [0.0])
-    with pytest.raises(ConfigError, match="division by 0"):
-        relative_corruption_error(0.2, 0.1, 0.3, 0.3)
-    with pytest.raises(ConfigError, match="no corruption kinds"):
-        mean_corruption_error({}, MODELNET_C_DGCNN_ERROR)

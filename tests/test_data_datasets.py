@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -35,6 +37,20 @@ def test_subset_is_stratified_seeded_and_exact() -> None:
     assert again.paths == sub.paths and other.paths != sub.paths
     assert set(sub.paths) <= set(full.paths)
     assert len(build_dataset("modelnet_points", MN10, "test", subset=0.25, cache=False)) == 227
+
+
+def test_per_class_subset_takes_k_shapes_of_every_class() -> None:
+    full = build_dataset("modelnet_points", MN10, "train", cache=False)
+    sub = build_dataset("modelnet_points", MN10, "train", subset="10/class", seed=3, cache=False)
+    np.testing.assert_array_equal(np.bincount(sub.labels, minlength=10), np.full(10, 10))
+    assert set(sub.paths) <= set(full.paths)
+    other = build_dataset("modelnet_points", MN10, "train", subset="10/class", seed=4, cache=False)
+    assert other.paths != sub.paths
+    smallest = int(np.bincount(full.labels).min())
+    with pytest.raises(ConfigError, match=f"only {smallest} shapes"):
+        build_dataset("modelnet_points", MN10, "train", subset=f"{smallest + 1}/class", cache=False)
+    with pytest.raises(ConfigError, match="K/class"):
+        build_dataset("modelnet_points", MN10, "train", subset="ten/class", cache=False)
 
 
 def test_val_fraction_carves_a_disjoint_per_class_split_from_train() -> None:
@@ -261,6 +277,22 @@ def test_collate_stacks_and_names_the_odd_file(tmp_path: Path) -> None:
 def test_bad_options_raise_config_error(call: object, error: type, fragment: str) -> None:
     with pytest.raises(error, match=fragment):
         call()
+
+
+def test_registry_discovers_every_layout_module_on_first_use() -> None:
+    """In a fresh interpreter (no layout module imported yet) the table fills itself from the package,
+    and the unknown-name error lists what it found."""
+    code = (
+        "import sys; from appt.data import available_datasets, build_dataset\n"
+        "assert 'appt.data.scanobjectnn' not in sys.modules\n"
+        "print(','.join(available_datasets()))\n"
+        "try: build_dataset('modelnet99', '.')\n"
+        "except ValueError as e: print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    names = "fewshot_modelnet40 filelist folder modelnet40_h5 modelnet40_txt modelnet_off modelnet_points scanobjectnn shapenetpart"
+    assert out[0].split(",") == names.split()
+    assert out[1] == f"unknown dataset 'modelnet99'; available: {', '.join(names.split())}"
 
 
 def test_up_axis_override_drives_rotation_and_height() -> None:

@@ -91,6 +91,84 @@ def test_checkpointing_keeps_gradients_and_statistics(clouds, task, mode):
             assert torch.equal(stats[name], ref_stats[name]), name
 
 
+def test_recomputed_stages_do_not_search_again(clouds, monkeypatch):
+    """With ``all`` the backward pass reruns each embedding stage, but not its FPS and kNN: the
+    searches run as often in a checkpointed step as in a plain one (once per forward pass), and the
+    gradients stay those of the plain step."""
+    import appt.embedding.point_embedding as point_embedding
+
+    calls = {"farthest_point_sample": 0, "knn": 0}
+
+    def counted(name):
+        real = getattr(point_embedding, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(point_embedding, name, wrapper)
+
+    counted("farthest_point_sample")
+    counted("knn")
+    counts = {}
+    for mode in ("off", "all"):
+        calls.update(farthest_point_sample=0, knn=0)
+        _, _, grads = _step("cls", mode, *clouds)
+        counts[mode] = (dict(calls), grads)
+    stages = len(_config("cls").centers)
+    assert counts["all"][0] == counts["off"][0] == {"farthest_point_sample": 1, "knn": stages}  # chained stages: no FPS
+    grads_ref, grads = counts["off"][1], counts["all"][1]
+    assert all(torch.allclose(grads[n], grads_ref[n], rtol=1e-5, atol=1e-7) for n in grads_ref)
+
+
+def _stage_by_definition(stage, xyz: torch.Tensor, feat: torch.Tensor):
+    """A stage as its definition reads: a linear map of the concatenated ``[neighbour, centre]``
+    features of every ``(B, G, k)`` pair (the authors' order), no split before the gather."""
+    from appt.embedding.layers import batch_norm
+    from appt.embedding.group_scaling import scale_groups
+    from appt.geometry import gather
+
+    centres, centre_idx, neighbours = stage.group(xyz)
+    rel = scale_groups(gather(xyz, neighbours) - centres.unsqueeze(2), stage.group_scaling)
+    pairs = gather(feat, neighbours)
+    pairs = torch.cat((pairs, gather(feat, centre_idx).unsqueeze(2).expand_as(pairs)), dim=-1)  # (B, G, k, 2 Cin)
+    weight = torch.cat((stage.neighbour_proj.weight, stage.centre_proj.weight), dim=1)
+    h = batch_norm(F.linear(pairs, weight), stage.bn).relu()
+    pe = stage.geometry(rel)
+    h = stage.blocks((h + pe) * pe)
+    return h.amax(dim=2) + h.mean(dim=2)
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("mode", ["off", "all"])
+def test_embedding_stage_equals_its_definition(clouds, mode):
+    """The split linear map before the gather, the in-place activations and the searches outside
+    the recomputed part compute the stage's definition: outputs and gradients within 1e-5 relative."""
+    import copy
+
+    torch.manual_seed(0)
+    embedding = APPTForClassification(_config("cls")).embedding.train()
+    embedding.checkpoint_stages = mode == "all"
+    reference = copy.deepcopy(embedding)
+    points = clouds[0]
+    out = embedding(points).stages[1][1]
+    xyz = points[..., :3].contiguous()
+    ref = _stage_by_definition(reference.stages[0], xyz, reference.raw(points))
+    assert out.shape == ref.shape and _relative_error(out, ref) <= 1e-5
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    for (name, p), q in zip(embedding.named_parameters(), reference.parameters()):
+        if name.startswith(("raw.", "stages.0.")):
+            assert _relative_error(p.grad, q.grad) <= 1e-5, name  # summed over pairs: elementwise is too strict
+    for (name, a), b in zip(embedding.state_dict().items(), reference.state_dict().values()):
+        if "running_" in name and name.startswith(("raw.", "stages.0.")):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name  # statistics updated once
+
+
 def test_checkpointing_keeps_gradients_of_every_variant_that_trains_in_the_backbone(clouds):
     """lora / tune_norms / full_finetune: trainable tensors inside recomputed blocks still get gradients."""
     for overrides in ({"variant": "lora"}, {"tune_norms": True}, {"variant": "full_finetune"}):

@@ -18,44 +18,30 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers/huggingface_hub read i
 import huggingface_hub.constants
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from appt import APPTConfig, APPTForClassification
-from appt.backbones import BackboneSpec, build_backbone, hf_text, packaged
+from appt.backbones import BackboneSpec, build_backbone, packaged
 from appt.backbones.mpnet import relative_position_buckets
 from appt.backbones.packaged import MPNET, PackagedModel, find_parts, packaged_model_dir, unpack_parts
 from appt.errors import CheckpointError, ConfigError
-from conftest import assert_frozen_without_dropout, run_blocks
+from conftest import (
+    assert_frozen_without_dropout,
+    build_with_model,
+    input_embeddings,
+    meaning_check,
+    run_blocks,
+)
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=99)
 SMALL_APPT = dict(  # a light 2-stage embedding, as in test_model.py
     num_classes=10, embed_dim=24, centers=(128, 32), neighbors=(12, 12), widths=(48, -1), blocks=(1, 1),
     head_hidden=(64,),
 )
-SENTENCES = ("A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today.")
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def input_embeddings(model, ids: Tensor) -> Tensor:
-    """MPNet's word + position embeddings *before* its embedding LayerNorm; positions start at 2."""
-    emb = model.embeddings
-    first = emb.padding_idx + 1
-    return emb.word_embeddings(ids) + emb.position_embeddings(torch.arange(first, first + ids.shape[1]))[None]
-
-
-def build_with_model(spec: BackboneSpec):
-    """The backbone and the very HF model it was built from (to embed words with its own tables)."""
-    seen = []
-    load = hf_text._load_model
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hf_text, "_load_model", lambda *a: seen.append(load(*a)) or seen[-1])
-        backbone = build_backbone(spec)
-    return backbone, seen[0][0].eval()
 
 
 # --- the real all-mpnet-base-v2 ----------------------------------------------------------------
@@ -81,22 +67,6 @@ def tokenizer(mpnet_path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(mpnet_path, local_files_only=True)
-
-
-def sentence_embeddings(backbone, model, tokenizer) -> Tensor:
-    """Mean-pooled outputs of our blocks (what sentence-transformers does), one row per sentence."""
-    rows = []
-    with torch.no_grad():
-        for text in SENTENCES:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            rows.append(run_blocks(backbone, input_embeddings(model, ids)).mean(dim=1)[0])
-    return torch.stack(rows)
-
-
-def meaning_check(embeddings: Tensor) -> tuple[float, float]:
-    """(cosine of the paraphrase pair, cosine of the unrelated pair)."""
-    cos = lambda i, j: F.cosine_similarity(embeddings[i], embeddings[j], dim=0).item()
-    return cos(0, 1), cos(0, 2)
 
 
 def test_mpnet_loads_offline_as_12_blocks_of_width_768_and_nothing_of_it_trains(mpnet, real_clouds) -> None:
@@ -131,10 +101,10 @@ def test_mpnet_weights_are_the_pretrained_ones_and_random_weights_fail_the_meani
 ) -> None:
     # Measured: pretrained 0.85 (paraphrase) / -0.02 (unrelated); random 0.79 / 0.81.
     backbone, model = mpnet_and_model
-    paraphrase, unrelated = meaning_check(sentence_embeddings(backbone, model, tokenizer))
+    paraphrase, unrelated = meaning_check(backbone, model, tokenizer)
     assert paraphrase > 0.5 and unrelated < 0.2, (paraphrase, unrelated)
     backbone, model = build_with_model(BackboneSpec("hf_text", "mpnet", pretrained=False))
-    paraphrase, unrelated = meaning_check(sentence_embeddings(backbone, model, tokenizer))
+    paraphrase, unrelated = meaning_check(backbone, model, tokenizer)
     assert not (paraphrase > 0.5 and unrelated < 0.2), (paraphrase, unrelated)
 
 

@@ -1,4 +1,5 @@
-"""Corruption-robustness evaluation: corrupted test copies, the report's scores, and the CLI end to end."""
+"""Corruption-robustness evaluation: corrupted test copies, the report's scores (ModelNet-C mCE / RmCE),
+and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from conftest import DATA
 from test_cli_e2e import appt, ok, tiny_config
 
 from appt.data import build_dataset
-from appt.training.robustness import CorruptedDataset, robustness_summary
+from appt.errors import ConfigError
+from appt.evaluation.robustness import (
+    MODELNET_C_DGCNN_CLEAN_ERROR,
+    MODELNET_C_DGCNN_ERROR,
+    CorruptedDataset,
+    corruption_error,
+    mean_corruption_error,
+    relative_corruption_error,
+    relative_mean_corruption_error,
+    robustness_summary,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SHAPENET = DATA / "shapenetcore_partanno_segmentation_benchmark_v0_normal"
@@ -87,3 +98,50 @@ def test_unknown_corruption_is_a_clear_usage_error(tmp_path: Path) -> None:
     assert "melt" in proc.stderr and "Traceback" not in proc.stderr
     proc = appt("eval", "--weights", str(tmp_path / "none"), "--corrupt", "jitter:9", "--no-progress")
     assert proc.returncode == 2 and "level" in proc.stderr
+
+
+def test_mean_corruption_error_hand_computed() -> None:
+    errors = {"jitter": [0.1, 0.3], "scale": [0.2, 0.4]}
+    reference = {"jitter": [0.2, 0.6], "scale": [0.2, 0.2]}
+    # CE_jitter = 0.4 / 0.8 = 0.5; CE_scale = 0.6 / 0.4 = 1.5; mCE = 1.0
+    assert corruption_error(errors["jitter"], reference["jitter"]) == pytest.approx(0.5)
+    assert corruption_error(errors["scale"], reference["scale"]) == pytest.approx(1.5)
+    assert mean_corruption_error(errors, reference) == pytest.approx(1.0)
+    # clean errors 0.05 (model), 0.1 (reference):
+    # RCE_jitter = (0.2 - 0.05) / (0.4 - 0.1) = 0.5; RCE_scale = (0.3 - 0.05) / (0.2 - 0.1) = 2.5
+    assert relative_corruption_error(errors["jitter"], 0.05, reference["jitter"], 0.1) == pytest.approx(0.5)
+    assert relative_corruption_error(errors["scale"], 0.05, reference["scale"], 0.1) == pytest.approx(2.5)
+    assert relative_mean_corruption_error(errors, 0.05, reference, 0.1) == pytest.approx(1.5)
+    # a scalar is read as the mean over levels
+    assert mean_corruption_error({"jitter": 0.2, "scale": 0.3}, {"jitter": 0.4, "scale": 0.2}) == pytest.approx(1.0)
+
+
+# ModelNet-C's published rows (Ren et al. 2022): overall accuracy per corruption, averaged
+# over the five levels, and the clean accuracy. DGCNN is the reference; PointNet is scored against it.
+DGCNN_OA = {"jitter": 0.684, "dropout_global": 0.752, "dropout_local": 0.793, "add_global": 0.705,
+            "add_local": 0.725, "scale": 0.906, "rotate": 0.785}
+POINTNET_OA = {"jitter": 0.797, "dropout_global": 0.876, "dropout_local": 0.778, "add_global": 0.121,
+               "add_local": 0.562, "scale": 0.881, "rotate": 0.591}
+
+
+def test_pointnet_scored_against_the_dgcnn_reference_gives_its_published_mce_and_rmce() -> None:
+    """PointNet's published mCE 1.422 and RmCE 1.488 (by hand: mean of 0.203/0.316, 0.124/0.248, ...
+    and of (0.203 - 0.093)/(0.316 - 0.074), ...), through the report's summary: pins the reference
+    table, both formulas and the accuracy -> error conversion."""
+    assert MODELNET_C_DGCNN_ERROR == pytest.approx({k: 1.0 - acc for k, acc in DGCNN_OA.items()})
+    assert MODELNET_C_DGCNN_CLEAN_ERROR == pytest.approx(1.0 - 0.926)
+    table = {kind: {lv: acc for lv in range(1, 6)} for kind, acc in POINTNET_OA.items()}
+    s = robustness_summary(0.907, table)
+    assert s["modelnet_c_mce"] == pytest.approx(1.422, abs=5e-4)
+    assert s["modelnet_c_rmce"] == pytest.approx(1.488, abs=5e-4)
+
+
+def test_corruption_error_rejects_bad_tables() -> None:
+    with pytest.raises(ConfigError, match="no entry for rotate"):
+        mean_corruption_error({"jitter": 0.1, "rotate": 0.2}, {"jitter": 0.2})
+    with pytest.raises(ConfigError, match="> 0"):
+        corruption_error([0.1], [0.0])
+    with pytest.raises(ConfigError, match="division by 0"):
+        relative_corruption_error(0.2, 0.1, 0.3, 0.3)
+    with pytest.raises(ConfigError, match="no corruption kinds"):
+        mean_corruption_error({}, MODELNET_C_DGCNN_ERROR)

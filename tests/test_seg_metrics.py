@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from appt.errors import ConfigError, DataError
-from appt.training.seg_metrics import PartSegMeter, part_iou, part_ious, restrict_to_parts
+from appt.evaluation.seg_metrics import PartSegMeter, part_iou, part_ious, restrict_to_parts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAP_DIR = DATA / "shapenetcore_partanno_segmentation_benchmark_v0_normal" / "02954340"

@@ -17,7 +17,7 @@ from appt.geometry import farthest_point_sample, gather
 from appt.models import VARIANTS, APPTConfig, APPTForPartSegmentation, trained_state_dict
 from appt.models.propagation import interpolate
 from appt.models.segmentation import default_feature_blocks
-from appt.training.seg_metrics import PartSegMeter
+from appt.evaluation.seg_metrics import PartSegMeter
 from conftest import DATA
 
 SHAPENETPART = DATA / "shapenetcore_partanno_segmentation_benchmark_v0_normal"
@@ -119,7 +119,7 @@ def test_save_load_round_trip_reproduces_logits(cap_val, tmp_path):
 
     torch.manual_seed(123)  # a different init everywhere: loading must restore all that matters
     loaded = APPTForPartSegmentation.from_pretrained(tmp_path / "w").eval()
-    assert loaded.feature_blocks == (1, 3)
+    assert loaded.prompts.depths == (1, 3)
     with torch.no_grad():
         assert torch.equal(model(points[:2], category[:2]), loaded(points[:2], category[:2]))
 

@@ -15,12 +15,12 @@ from torch import nn
 
 from appt.errors import CheckpointError
 from appt.fileio import atomic_write
+from appt.models.io import trained_state_dict
 from appt.training.checkpoint import (
-    load_trainable_state,
+    load_trained_state,
     load_training_state,
     remove_stale_temps,
     save_training_state,
-    trainable_state_dict,
 )
 
 
@@ -74,24 +74,25 @@ def test_unreadable_or_missing_state_is_a_checkpoint_error(tmp_path: Path) -> No
 class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.frozen = nn.Linear(3, 3)
-        self.frozen.requires_grad_(False)
+        self.backbone = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+        self.backbone.requires_grad_(False)
+        self.backbone[1].requires_grad_(True)  # a backbone tensor that trains (as lora / full_finetune)
         self.head = nn.Linear(3, 2)
         self.bn = nn.BatchNorm1d(3)
 
 
-def test_trainable_state_holds_trained_tensors_and_buffers_only() -> None:
+def test_resume_state_holds_what_a_checkpoint_holds_and_loads_back() -> None:
     model = Tiny()
-    state = trainable_state_dict(model)
-    assert set(state) == {"head.weight", "head.bias", "bn.weight", "bn.bias", "bn.running_mean",
-                          "bn.running_var", "bn.num_batches_tracked"}
+    state = trained_state_dict(model)  # one definition for weights folders and resume.pt
+    assert set(state) == {"backbone.1.weight", "backbone.1.bias", "head.weight", "head.bias", "bn.weight",
+                          "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
     other = Tiny()
-    load_trainable_state(other, state, "x")
+    load_trained_state(other, state, "x")
     for k, v in state.items():
         assert torch.equal(other.state_dict()[k], v)
     state["head.weight"] = torch.zeros(5, 3)
     with pytest.raises(CheckpointError, match="wrongly shaped"):
-        load_trainable_state(other, state, "x")
+        load_trained_state(other, state, "x")
     del state["head.weight"]
     with pytest.raises(CheckpointError, match="1 missing"):
-        load_trainable_state(other, state, "x")
+        load_trained_state(other, state, "x")

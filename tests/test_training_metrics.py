@@ -11,7 +11,7 @@ import torch
 from appt.training.builders import build_scheduler
 from appt.training.config import config_from_dict
 from appt.training.loaders import EpochShuffleSampler
-from appt.training.metrics import (
+from appt.evaluation.metrics import (
     MetricsLog,
     classification_summary,
     confusion_matrix,
@@ -19,7 +19,7 @@ from appt.training.metrics import (
     read_metrics,
     write_confusion_csv,
 )
-from appt.training.plots import plot_confusion, render_cloud
+from appt.evaluation.plots import plot_confusion, render_cloud
 
 
 def test_confusion_matrix_counts_pairs_and_summary_averages_recalls() -> None:

@@ -6,7 +6,8 @@ features), not weights. Wrapping a module call in ``torch.utils.checkpoint`` (no
 only its inputs and runs it again during the backward pass, trading compute for memory.
 
 Modes: ``off`` (default: plain calls, the step is bitwise what it was before this module existed),
-``backbone`` (each frozen block is recomputed), ``all`` (also the embedding's grouped stages).
+``backbone`` (each frozen block is recomputed), ``all`` (also the embedding's grouped stages; their
+FPS and kNN searches run once, outside the recomputed call, see ``appt.embedding.Grouping``).
 Own direct block calls are wrapped here rather than through timm's ``set_grad_checkpointing`` or
 transformers' ``gradient_checkpointing_enable``: the trunk calls the blocks one by one (to insert
 prompts between them), so those switches, which act inside the libraries' own forward loops, never run.

@@ -27,26 +27,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appt.errors import ConfigError
-    from appt.models.authors_checkpoint import load_authors_checkpoint
+    from appt.tasks import get_task
     from appt.training.builders import build_data, build_model
     from appt.training.config import load_config
     from appt.training.checkpoint import data_info, publish_model_folder
 
     cfg = load_config(args.config, args.overrides)
-    seg = cfg.task == "part_segmentation"
-    if seg and cfg.model.get("seg_model") != "authors":
-        raise ConfigError(f"{args.config}: the authors' segmentation weights need model.seg_model: authors (the paper preset)")
+    load_authors = get_task(cfg.task).authors_loader(cfg.model.get("seg_model"), args.config)
     data = build_data(cfg, with_train=False) if Path(cfg.data.root).exists() else None
     model = build_model(cfg, data).eval()
-    if seg:
-        from appt.models.authors_seg_checkpoint import load_authors_seg_checkpoint
-
-        load_authors_seg_checkpoint(model, args.authors_checkpoint)
-    else:
-        load_authors_checkpoint(model, args.authors_checkpoint)
+    load_authors(model, args.authors_checkpoint)
     out = Path(args.out)
-    publish_model_folder(model, out, data_info(cfg, data.classes if data is not None else None, model.config.in_channels))
+    publish_model_folder(model, out, data_info(cfg, data, model.config.in_channels))
     trainable, _ = model.count_parameters()
     print(f"converted {args.authors_checkpoint} -> {out} ({model.config.backbone.identity()}, "
           f"{trainable:,} trained parameters{'' if data is not None else '; class names: none, data not found'})")

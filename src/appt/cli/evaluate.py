@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _locate(args: argparse.Namespace) -> tuple[Path, Path | None, Path]:
     """(weights, run folder or None, config file) named by ``--run`` / ``--weights`` / ``--config``."""
     from appt.errors import ConfigError
-    from appt.training.inference import run_folder_of, weights_folder
+    from appt.inference.weights import run_folder_of, weights_folder
 
     if args.run:
         run_dir: Path | None = Path(args.run)
@@ -45,48 +45,27 @@ def _locate(args: argparse.Namespace) -> tuple[Path, Path | None, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from appt.errors import ConfigError
-    from appt.models.io import load_trained
-    from appt.training.builders import build_data, build_model
+    from appt.inference.weights import weights_folder
     from appt.training.config import load_config
-    from appt.training.engine import make_accelerator
-    from appt.training.evaluate import collect_outputs, format_figures, format_per_class, summarize, write_report
-    from appt.training.inference import weights_folder
-    from appt.training.loaders import make_loader, resolve_workers
-    from appt.training.tasks import get_task
+    from appt.training.evaluate import evaluate_corruptions, evaluate_weights
+    from appt.evaluation.robustness import format_table
 
     if args.vote < 0:
         raise ConfigError(f"--vote must be >= 0, got {args.vote}")
     specs = _parse_corruptions(args.corrupt)
     weights, run_dir, config = _locate(args)
     cfg = load_config(config, args.overrides)
-    accelerator = make_accelerator(cfg.train.precision)
-    data = build_data(cfg, with_train=False)
-    task = get_task(cfg.task, data.category_parts)
-    model = build_model(cfg, data)
-    load_trained(model, weights)  # refuses weights of another backbone / variant / shape
-    loader = make_loader(data.test, cfg.data.eval_batch_size or cfg.data.batch_size, cfg.train.seed, False,
-                         resolve_workers(cfg.data.num_workers, accelerator.device))
-    model, loader = accelerator.prepare(model, loader)
-    outputs = collect_outputs(accelerator.unwrap_model(model), loader, task, accelerator, vote=args.vote,
-                              seed=cfg.train.seed, progress=not args.no_progress, desc="test")
-    summary = summarize(task, outputs, data.classes)
-    summary.update({"weights": str(weights), "vote": args.vote, "split": cfg.data.test_split})
-    if accelerator.is_main_process:
-        out = Path(args.out) if args.out else (
-            run_dir / "eval" / weights_folder(weights).name if run_dir else Path("appt_eval"))
-        written = write_report(summary, data.classes, out, title=f"{cfg.name}: {weights_folder(weights).name}")
-        if "instance_miou" in summary:
-            written.append(_render_parts(accelerator.unwrap_model(model), data.test, task, out / "parts.png"))
-        print(f"{cfg.data.test_split}: {format_figures(summary)}" + (f" [vote x{args.vote}]" if args.vote else ""))
-        print(format_per_class(summary))
-        print("written: " + ", ".join(str(p) for p in written))
+    name = weights_folder(weights).name
+    out = Path(args.out) if args.out else (run_dir / "eval" / name if run_dir else Path("appt_eval"))
+    ev = evaluate_weights(cfg, weights, out, f"{cfg.name}: {name}", vote=args.vote, progress=not args.no_progress)
+    if ev.is_main:
+        print(f"{cfg.data.test_split}: {ev.task.format_figures(ev.summary)}" + (f" [vote x{args.vote}]" if args.vote else ""))
+        print(ev.task.format_per_class(ev.summary))
+        print("written: " + ", ".join(str(p) for p in ev.written))
     if specs:
-        result = _robustness(accelerator.unwrap_model(model), data, task, accelerator, cfg, specs, summary, args)
-        if accelerator.is_main_process:
-            from appt.training.robustness import format_table, write_robustness_report
-
-            metric = "instance mIoU" if "instance_miou" in summary else "overall accuracy"
-            written = write_robustness_report(result, out, metric)
+        result, written = evaluate_corruptions(ev, specs, str(args.weights or args.run), out,
+                                               progress=not args.no_progress)
+        if ev.is_main:
             print(format_table(result))
             s = result["summary"]
             print(f"clean {100 * s['clean']:.2f} %, mean under corruption {100 * s['mean_corrupted']:.2f} %, "
@@ -96,46 +75,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render_parts(model, dataset, task, path: Path, count: int = 4) -> Path:
-    """A PNG of the first ``count`` test shapes coloured by predicted and by true parts."""
-    import torch
-
-    from appt.data import collate
-    from appt.training.plots import render_part_comparison
-
-    batch = collate([dataset[i] for i in range(min(count, len(dataset)))])
-    device = next(model.parameters()).device
-    on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    model.eval()
-    with torch.no_grad():
-        pred = task.predict(task.forward(model, on_device), on_device["category"]).cpu().numpy()
-    shapes = [(Path(name).stem, pts.numpy(), p, true.numpy())
-              for name, pts, p, true in zip(batch["path"], batch["points"], pred, batch["seg"])]
-    render_part_comparison(shapes, path)
-    return path
-
-
 def _parse_corruptions(items: list[str]) -> list[tuple[str, int]]:
     """``["jitter:2", "rotate"]`` -> ``[("jitter", 2), ("rotate", 1..5)]``; unknown names -> ConfigError."""
     from appt.data.corruptions import parse_corruption
 
     return [spec for item in items for spec in parse_corruption(item)]
-
-
-def _robustness(model, data, task, accelerator, cfg, specs, clean_summary, args) -> dict:
-    """The main score on every corrupted copy of the test split (seeded by ``train.seed``)."""
-    from appt.training.evaluate import collect_outputs, summarize
-    from appt.training.loaders import make_loader, resolve_workers
-    from appt.training.robustness import CorruptedDataset, robustness_summary
-
-    table: dict[str, dict[int, float]] = {}
-    for kind, level in specs:
-        dataset = CorruptedDataset(data.test, kind, level, seed=cfg.train.seed)
-        loader = accelerator.prepare(make_loader(dataset, cfg.data.eval_batch_size or cfg.data.batch_size,
-                                                 cfg.train.seed, False,
-                                                 resolve_workers(cfg.data.num_workers, accelerator.device)))
-        outputs = collect_outputs(model, loader, task, accelerator, progress=not args.no_progress,
-                                  desc=f"{kind}:{level}")
-        table.setdefault(kind, {})[level] = float(summarize(task, outputs, data.classes)["main"])
-    return {"weights": str(args.weights or args.run), "seed": cfg.train.seed, "table": table,
-            "summary": robustness_summary(float(clean_summary["main"]), table)}

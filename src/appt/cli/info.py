@@ -47,10 +47,9 @@ def run(args: argparse.Namespace) -> int:
         # Without the dataset, counts need the class and channel numbers from the model section.
         data = build_data(cfg, with_train=False) if Path(cfg.data.root).exists() else None
         model = build_model(cfg, data)
-        trainable, total = model.count_parameters()
         source = "" if data is not None else f" (data not found at {cfg.data.root}: taken from the config)"
         print(f"config {args.config}: {cfg.task}, backbone {model.config.backbone.identity()}, "
               f"variant {model.config.variant}, {model.config.num_classes} classes, "
               f"{model.config.in_channels} input channels{source}")
-        print(f"trainable parameters: {trainable:,} / total: {total:,} ({100 * trainable / max(total, 1):.2f} %)")
+        print(model.summary())  # trainable / total parameters
     return 0

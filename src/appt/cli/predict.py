@@ -22,42 +22,35 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from appt.errors import ConfigError
-    from appt.training.builders import model_class
-    from appt.training.inference import read_data_info, weights_folder
-    from appt.training.predict import (collect_files, format_table, prepare_files, render_predictions, run_model,
-                                       write_part_labels, write_predictions)
+    from appt.inference.predict import (collect_files, format_predictions, prepare_files, render_predictions,
+                                        run_model, write_part_labels, write_predictions)
+    from appt.inference.weights import read_data_info, weights_folder
+    from appt.tasks import get_task
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k and --batch-size must be >= 1")
     weights = weights_folder(args.weights)
     files = collect_files(args.paths)
     info = read_data_info(weights)
-    task = info.get("task", "classification")
+    task_name = info.get("task", "classification")
     torch.manual_seed(int(info.get("seed", 0)))
     from appt.models.io import read_config_dict
 
-    model = model_class(task, read_config_dict(weights).get("seg_model", "appt")).from_pretrained(weights)
+    model = get_task(task_name).model_class(read_config_dict(weights).get("seg_model", "appt")).from_pretrained(weights)
     classes = info.get("classes") or [str(i) for i in range(model.config.num_classes)]
-    category = allowed = None
-    if task == "part_segmentation":
-        if args.category not in classes:
-            raise ConfigError(f"--category: give one of {', '.join(classes)} for part segmentation")
-        from appt.training.builders import category_parts_table
-
-        category = classes.index(args.category)
-        allowed = torch.zeros(model.config.num_classes, dtype=torch.bool)
-        allowed[category_parts_table(classes)[args.category]] = True
+    task = get_task(task_name, classes)
+    category = task.predict_category(args.category)  # part segmentation: the files' object category
     points, xyz = prepare_files(files, info, model.config.in_channels, min_points=model.config.neighbors[0])
     if torch.cuda.is_available():
         model = model.cuda()
-    results = run_model(model, points, files, classes, args.batch_size, args.top_k, category, allowed)
+    results = run_model(model, task, points, files, args.batch_size, args.top_k, category)
     out = Path(args.out)
     written = write_predictions(results, out)
     if category is not None:
         written += write_part_labels(results, xyz, out / "parts")
     if args.render:
         written += render_predictions(results, xyz, classes, out / "renders")
-    print(format_table(results))
+    print(format_predictions(results))
     print(f"written: {out / 'predictions.csv'}, {out / 'predictions.json'}"
           + (f", per-point parts (PLY + CSV) in {out / 'parts'}" if category is not None else "")
           + (f", {len(results)} PNGs in {out / 'renders'}" if args.render else ""))

@@ -1,4 +1,5 @@
-"""ModelNet-C corruptions of one point cloud (Ren et al. 2022) and the corruption-error scores.
+"""ModelNet-C corruptions of one point cloud (Ren et al. 2022); the corruption-error scores (mCE)
+are in :mod:`appt.evaluation.robustness`.
 
 Why here: robustness is measured by evaluating a trained model on corrupted copies of the test
 set. ModelNet-C ships those copies as fixed HDF5 files for ModelNet40; this module re-creates the
@@ -30,7 +31,7 @@ anisotropy grows with ``s`` for a fixed draw.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,22 +56,6 @@ _ROTATE_LIMIT = math.pi / 6.0  # per-axis angle limit at level 5
 _POINTS_PER_LEVEL = {"dropout_local": 100, "add_global": 10, "add_local": 100}  # at N = 1024
 _MAX_CLUSTERS = 7  # ModelNet-C draws 1..7 clusters
 _LOCAL_SIGMA = (0.075, 0.125)
-
-# Published ModelNet-C reference: DGCNN's overall accuracy on ModelNet40-C, averaged over the five
-# levels (Ren et al. 2022), as error rates. Only a valid reference for ModelNet40-C evaluations.
-MODELNET_C_DGCNN_CLEAN_ERROR = 1.0 - 0.926
-MODELNET_C_DGCNN_ERROR: dict[str, float] = {
-    kind: 1.0 - acc
-    for kind, acc in {
-        "jitter": 0.684,
-        "dropout_global": 0.752,
-        "dropout_local": 0.793,
-        "add_global": 0.705,
-        "add_local": 0.725,
-        "scale": 0.906,
-        "rotate": 0.785,
-    }.items()
-}
 
 Rng = np.random.Generator | int
 # A corruption kernel: (xyz (N, 3) float64, level, rng) -> (xyz' (N', 3), source (N',), linear map or None)
@@ -281,75 +266,3 @@ def _transform_normals(normals: np.ndarray, linear: np.ndarray) -> np.ndarray:
     moved = normals.astype(np.float64) @ np.linalg.inv(linear).T
     norm = np.linalg.norm(moved, axis=1, keepdims=True)
     return np.where(norm > 0, moved / np.where(norm > 0, norm, 1.0), 0.0)
-
-
-# ------------------------------------------------------------------------------ corruption error
-ErrorTable = Mapping[str, float | Sequence[float]]
-
-
-def _mean_error(value: float | Sequence[float], what: str) -> float:
-    values = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if values.size == 0 or not np.all(np.isfinite(values)):
-        raise ConfigError(f"corruption error {what}: expected finite error rates, got {value!r}")
-    return float(values.mean())
-
-
-def corruption_error(errors: float | Sequence[float], reference_errors: float | Sequence[float]) -> float:
-    """ModelNet-C's CE of one kind: ``sum_l E_l / sum_l E^ref_l`` (error = 1 - accuracy).
-
-    Each argument is the per-level errors (levels 1..5) or their mean; with equally many levels
-    the ratio of sums equals the ratio of means, which is what is computed. CE < 1: more robust
-    than the reference model.
-    """
-    ref = _mean_error(reference_errors, "reference")
-    if ref <= 0:
-        raise ConfigError(f"corruption error: reference error must be > 0, got {reference_errors!r}")
-    return _mean_error(errors, "model") / ref
-
-
-def relative_corruption_error(
-    errors: float | Sequence[float],
-    clean_error: float,
-    reference_errors: float | Sequence[float],
-    reference_clean_error: float,
-) -> float:
-    """ModelNet-C's RCE of one kind: the *drop* from the clean score, relative to the reference's.
-
-    ``sum_l (E_l - E_clean) / sum_l (E^ref_l - E^ref_clean)``; it separates robustness from clean
-    accuracy (a model can have a low CE just by being accurate).
-    """
-    ref_drop = _mean_error(reference_errors, "reference") - float(reference_clean_error)
-    if ref_drop == 0:
-        raise ConfigError("relative corruption error: reference error equals its clean error (division by 0)")
-    return (_mean_error(errors, "model") - float(clean_error)) / ref_drop
-
-
-def _check_kinds(errors: ErrorTable, reference: ErrorTable) -> list[str]:
-    if not errors:
-        raise ConfigError("corruption error: no corruption kinds given")
-    missing = sorted(set(errors) - set(reference))
-    if missing:
-        raise ConfigError(f"corruption error: reference has no entry for {', '.join(missing)}")
-    return list(errors)
-
-
-def mean_corruption_error(errors: ErrorTable, reference: ErrorTable) -> float:
-    """ModelNet-C's mCE: the mean over kinds of :func:`corruption_error`.
-
-    ``errors`` / ``reference``: kind -> per-level error rates (or their mean). Every kind in
-    ``errors`` must be in ``reference`` (e.g. ``MODELNET_C_DGCNN_ERROR`` for ModelNet40-C).
-    """
-    kinds = _check_kinds(errors, reference)
-    return float(np.mean([corruption_error(errors[k], reference[k]) for k in kinds]))
-
-
-def relative_mean_corruption_error(
-    errors: ErrorTable, clean_error: float, reference: ErrorTable, reference_clean_error: float
-) -> float:
-    """ModelNet-C's RmCE: the mean over kinds of :func:`relative_corruption_error`."""
-    kinds = _check_kinds(errors, reference)
-    return float(
-        np.mean(
-            [relative_corruption_error(errors[k], clean_error, reference[k], reference_clean_error) for k in kinds]
-        )
-    )

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from appt.data.base import FileDataset, Record
-from appt.data.meshes import MESH_FORMATS
 from appt.data.readers import POINT_FORMATS, SUPPORTED_FORMATS
 from appt.data.registry import register_dataset
 from appt.errors import ConfigError, DataError

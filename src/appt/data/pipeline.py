@@ -20,6 +20,9 @@ from appt.data.resample import METHODS, resample
 from appt.data.transforms import Compose, normalize
 from appt.errors import ConfigError, DataError
 
+# The keys of a run config's ``data.options`` that are Preparation settings (the rest go to the layout).
+PREP_OPTIONS = ("sampling", "normalize", "use_normals", "use_colors", "use_height")
+
 
 @dataclass(frozen=True)
 class Preparation:
@@ -38,6 +41,11 @@ class Preparation:
             raise ConfigError(f"num_points must be a positive integer or None, got {n!r}")
         if self.sampling not in METHODS:
             raise ConfigError(f"sampling must be one of {', '.join(METHODS)}, got {self.sampling!r}")
+
+    @classmethod
+    def from_options(cls, num_points: int | None, options: dict) -> Preparation:
+        """The preparation a run's ``data.options`` ask for (keys outside :data:`PREP_OPTIONS` ignored)."""
+        return cls(num_points, **{k: options[k] for k in PREP_OPTIONS if k in options})
 
     @property
     def channels(self) -> int:

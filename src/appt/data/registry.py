@@ -3,12 +3,19 @@
 Why a registry: configs name datasets as strings (``dataset: scanobjectnn``); each layout
 registers a builder ``(root, split, **options) -> PointDataset`` and everything common (the
 preparation, transforms, cache, seeded validation hold-out and subset) is applied here once.
+
+The table fills itself: on first use every module of :mod:`appt.data` is imported, so a new layout
+is one new file with a ``@register_dataset("name")`` builder, and there is no list of modules to
+keep in step. (Importing is deferred to first use because the layouts import this module.)
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 import os
+import pkgutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +55,7 @@ def build_dataset(
     num_points: int | None = None,
     transforms: Sequence[TransformSpec] | Compose | None = None,
     seed: int = 0,
-    subset: int | float | None = None,
+    subset: int | float | str | None = None,
     *,
     val_fraction: float | None = None,
     sampling: str = "fps",
@@ -67,7 +74,7 @@ def build_dataset(
     and scales to the unit sphere; ``use_normals / use_colors / use_height`` choose the channels;
     ``transforms`` (names, dicts or callables) augment per sample. ``val_fraction`` carves a seeded
     per-class validation split from train (``split="val"`` returns it, ``"train"`` the rest);
-    ``subset`` then keeps a seeded per-class subset (count or fraction). ``up_axis`` overrides the
+    ``subset`` then keeps a seeded per-class subset (count, fraction or ``"K/class"``). ``up_axis`` overrides the
     layout's gravity axis. ``options`` go to the layout's builder (e.g. ``variant`` for ScanObjectNN).
     """
     _load_builtin()
@@ -121,6 +128,10 @@ def _make_cache(enabled: bool, cache_dir: str | os.PathLike | None) -> DiskCache
     return cache
 
 
+@functools.cache
 def _load_builtin() -> None:
-    """Import the modules that register the built-in layouts (deferred to avoid import cycles)."""
-    from appt.data import fewshot, folders, modelnet, scanobjectnn, shapenetpart  # noqa: F401
+    """Import every module of :mod:`appt.data`, which registers the layouts they define (once)."""
+    import appt.data as package
+
+    for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appt.data.base import ArrayDataset
-from appt.data.modelnet import array_records, load_h5_block
+from appt.data.h5 import array_records, load_h5_block
 from appt.data.registry import register_dataset
 from appt.errors import ConfigError, DataError
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from appt.data.base import FileDataset, Record
 from appt.data.cloud import Cloud
@@ -122,8 +121,3 @@ def _records(root: Path, list_file: Path, synset_names: dict[str, str], categori
             raise DataError(list_file, f"entry {i}: {path} not found")
         records.append(Record(str(path), CATEGORIES.index(name)))
     return records
-
-
-def part_mask(category: torch.Tensor | int) -> torch.Tensor:
-    """``(NUM_PARTS,)`` bool: which of the 50 parts belong to ``category`` (for masking logits)."""
-    return torch.from_numpy(PART_TO_CATEGORY == int(category))

@@ -17,12 +17,18 @@ def _by_class(labels: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(labels == c) for c in np.unique(labels)]
 
 
-def stratified_subset(labels: np.ndarray, size: int | float, seed: int) -> np.ndarray:
-    """Positions of a per-class proportional subset of ``size`` shapes (or that fraction if float).
+PER_CLASS = "/class"
+
+
+def stratified_subset(labels: np.ndarray, size: int | float | str, seed: int) -> np.ndarray:
+    """Positions of a per-class proportional subset of ``size`` shapes (or that fraction if float),
+    or of ``K`` shapes of every class when ``size`` is the string ``"K/class"`` (few-shot budgets).
 
     Class quotas are ``n_c * size / n`` rounded by largest remainder, so they sum to ``size``.
     """
     labels = np.asarray(labels)
+    if isinstance(size, str):
+        return per_class_subset(labels, _shots(size), seed)
     n = len(labels)
     if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
         raise ConfigError(f"subset must be a count or a fraction, got {size!r}")
@@ -40,6 +46,25 @@ def stratified_subset(labels: np.ndarray, size: int | float, seed: int) -> np.nd
     rng = np.random.default_rng([seed, 2])
     chosen = [rng.choice(g, size=q, replace=False) for g, q in zip(groups, quota)]
     return np.sort(np.concatenate(chosen))
+
+
+def _shots(size: str) -> int:
+    """``"K/class"`` -> ``K`` (a positive integer), else ConfigError."""
+    count = size[: -len(PER_CLASS)] if size.endswith(PER_CLASS) else ""
+    if not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"subset must be a count, a fraction or 'K{PER_CLASS}' (e.g. '10{PER_CLASS}'), got {size!r}")
+    return int(count)
+
+
+def per_class_subset(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Positions of ``shots`` seeded shapes of every class (ascending); a class with fewer is an error,
+    not a silently smaller budget."""
+    groups = _by_class(labels)
+    for c, group in zip(np.unique(labels), groups):
+        if len(group) < shots:
+            raise ConfigError(f"subset={shots}{PER_CLASS}: class {c} has only {len(group)} shapes in this split")
+    rng = np.random.default_rng([seed, 2])
+    return np.sort(np.concatenate([rng.choice(g, size=shots, replace=False) for g in groups]))
 
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

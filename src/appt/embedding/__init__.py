@@ -1,17 +1,22 @@
-"""Trainable parts of APPT: point embedding, position feature and the weight-shared prompt generator."""
+"""Trainable parts of APPT: point embedding, position feature, and point-prompts (``point_prompts``:
+the weight-shared generator, its insertion before the frozen blocks and what is read back)."""
 
 from appt.embedding.geometry_encoding import GeometryEncoding
-from appt.embedding.point_embedding import EmbeddingOutput, LocalGeometryStage, PointEmbedding
+from appt.embedding.point_embedding import EmbeddingOutput, Grouping, LocalGeometryStage, PointEmbedding
+from appt.embedding.point_prompts import PromptPlan, insert_prompt, make_prompt, prompted_blocks, read_depths
 from appt.embedding.position import PositionMixing, PositionTable
-from appt.embedding.prompts import insert_prompt, make_prompt
 
 __all__ = [
     "EmbeddingOutput",
     "GeometryEncoding",
+    "Grouping",
     "LocalGeometryStage",
     "PointEmbedding",
     "PositionMixing",
     "PositionTable",
+    "PromptPlan",
     "insert_prompt",
     "make_prompt",
+    "prompted_blocks",
+    "read_depths",
 ]

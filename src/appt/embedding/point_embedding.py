@@ -9,6 +9,7 @@ needs no parameters of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -35,13 +36,29 @@ class EmbeddingOutput:
     stages: list[tuple[Tensor, Tensor]]
 
 
+class Grouping(NamedTuple):
+    """A stage's neighbourhoods: ``centres (B, G, 3)``, ``centre_idx (B, G)``, ``neighbours (B, G, k)``.
+
+    Index searches (FPS, kNN) without gradients: computed once per forward pass, outside any
+    recomputed region, so activation checkpointing never runs them again in the backward pass.
+    """
+
+    centres: Tensor
+    centre_idx: Tensor
+    neighbours: Tensor
+
+
 class LocalGeometryStage(nn.Module):
-    """One stage: FPS + kNN + local geometry aggregation + max/mean pooling.
+    """One stage: FPS + kNN (``group``) + local geometry aggregation + max/mean pooling.
 
     ``(xyz (B, N, 3), feat (B, N, Cin)) -> (centres (B, G, 3), feat (B, G, Cout))``.
     The neighbour/centre concatenation followed by a linear layer is computed as two linear maps
     applied *per point before gathering* (``W [f_j, f_c] = W1 f_j + W2 f_c``): the same function,
-    ``k`` times fewer multiplications.
+    ``k`` times fewer multiplications, and no ``(B, G, k, 2 Cin)`` concatenation. The tensors of
+    shape ``(B, G, k, C)`` that remain follow non-linear maps (BatchNorm over all groups, ReLU, the
+    geometry product, the residual blocks), so no cheaper order exists for them; chunking over
+    centres would change the training-mode BatchNorm statistics. Activations whose input is not
+    needed by their backward run in place (bitwise the same values, fewer transient tensors).
     """
 
     def __init__(
@@ -82,18 +99,24 @@ class LocalGeometryStage(nn.Module):
         b, n = xyz.shape[:2]
         return (torch.arange(self.num_centers, device=xyz.device) % n).expand(b, -1)
 
-    def forward(self, xyz: Tensor, feat: Tensor) -> tuple[Tensor, Tensor]:
+    def group(self, xyz: Tensor) -> Grouping:
+        """The stage's centres and neighbourhoods in ``xyz (B, N, 3)`` (see ``Grouping``)."""
         centre_idx = self.sample_centres(xyz)  # (B, G)
         centres = gather(xyz, centre_idx)  # (B, G, 3)
-        neighbours = knn(centres, xyz, self.k)  # (B, G, k)
+        return Grouping(centres, centre_idx, knn(centres, xyz, self.k))  # neighbours (B, G, k)
+
+    def forward(self, xyz: Tensor, feat: Tensor, grouping: Grouping | None = None) -> tuple[Tensor, Tensor]:
+        """``grouping``: ``self.group(xyz)``, searched here when not given (``PointEmbedding``
+        passes it, so that a recomputation in the backward pass repeats only this differentiable part)."""
+        centres, centre_idx, neighbours = self.group(xyz) if grouping is None else grouping
 
         rel = scale_groups(gather(xyz, neighbours) - centres.unsqueeze(2), self.group_scaling)  # (B, G, k, 3)
 
-        h = gather(self.neighbour_proj(feat), neighbours)  # (B, G, k, Cout)
-        h = h + self.centre_proj(gather(feat, centre_idx)).unsqueeze(2)  # project the G centres only
-        h = batch_norm(h, self.bn).relu()
+        h = gather(self.neighbour_proj(feat), neighbours)  # (B, G, k, Cout), a fresh tensor
+        h = h.add_(self.centre_proj(gather(feat, centre_idx)).unsqueeze(2))  # project the G centres only
+        h = batch_norm(h, self.bn).relu_()
         pe = self.geometry(rel)
-        h = self.blocks((h + pe) * pe)
+        h = self.blocks((h + pe).mul_(pe))
         return centres, h.amax(dim=2) + h.mean(dim=2)
 
 
@@ -156,10 +179,10 @@ class PointEmbedding(nn.Module):
         xyz = points[..., :3].contiguous()
         feat = self.raw(points)
         stages = [(xyz, feat)]
-        for stage in self.stages:
-            xyz, feat = call(stage, xyz, feat, recompute=self.checkpoint_stages)
+        for stage in self.stages:  # searches outside the recomputed part (see ``Grouping``)
+            xyz, feat = call(stage, xyz, feat, stage.group(xyz), recompute=self.checkpoint_stages)
             stages.append((xyz, feat))
         return EmbeddingOutput(tokens=self.proj(feat), centers=xyz, stages=stages)
 
 
-__all__ = ["EmbeddingOutput", "LocalGeometryStage", "PointEmbedding"]
+__all__ = ["EmbeddingOutput", "Grouping", "LocalGeometryStage", "PointEmbedding"]

@@ -7,7 +7,8 @@ it computes, beside appt's simpler ``APPTForPartSegmentation``:
 - the trunk: the point embedding's last tokens, position mixing, the backbone's bare class token;
   before block ``i`` the sequence keeps its class token and ``i`` earlier prompt outputs, then a
   prompt, then the ``G`` point tokens. The first prompt is ``max + mean`` of the embedding's
-  tokens; every later one is ``max + mean`` over *all* tokens of the previous block's output;
+  tokens; every later one is ``max + mean`` over *all* tokens of the previous block's output
+  (prompt source ``"previous"`` of ``appt.embedding.point_prompts``);
 - three blocks are read (``seg_feature_blocks``, theirs 4 / 8 / 12), each through the fresh
   readout LayerNorm. Their point tokens feed three levels of a decoder: PointNet++ propagation of
   the first and second reads onto two embedding levels (theirs 512 and 256 centres) with those
@@ -26,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from appt.embedding import insert_prompt, make_prompt
+from appt.embedding import PromptPlan
 from appt.embedding.layers import LinearBNReLU, batch_norm
 from appt.errors import ConfigError
 from appt.geometry import gather, knn
 from appt.models.base import APPTModel
 from appt.models.config import APPTConfig
 from appt.models.propagation import interpolate
-from appt.models.segmentation import resolve_feature_blocks
+from appt.models.segmentation import default_feature_blocks
 
 GRAPH_NEIGHBOURS = 4  # their DGCNN_Propagation(k=4)
 GRAPH_GROUPS = 4  # their GroupNorm(4, C)
@@ -132,12 +133,11 @@ class AuthorsPartSegmentation(APPTModel):
         if len(config.centers) < 3:
             raise ConfigError(f"seg_model authors needs at least 3 embedding stages, got {len(config.centers)}")
         super().__init__(config)
-        self.feature_blocks = resolve_feature_blocks(self)
         if self.backbone is None or self.num_prompt_blocks == 0:
             raise ConfigError(f"seg_model authors needs a backbone with point-prompts (variant {config.variant!r})")
-        if len(self.feature_blocks) != 3:
+        if len(self.prompts.depths) != 3:
             raise ConfigError(
-                f"model.seg_feature_blocks: seg_model authors reads exactly 3 blocks, got {list(self.feature_blocks)}"
+                f"model.seg_feature_blocks: seg_model authors reads exactly 3 blocks, got {list(self.prompts.depths)}"
             )
         emb, d = self.embedding, self.width
         dims = [emb.raw.bn.num_features] + [stage.bn.num_features for stage in emb.stages]  # level 0 .. S
@@ -156,35 +156,10 @@ class AuthorsPartSegmentation(APPTModel):
         self.head = AuthorsSegHead(coarse + d, glob, config.head_hidden[0], config.num_classes, config.head_dropout)
         self._set_trainable()
 
-    @property
-    def blocks_run(self) -> int:
-        return resolve_feature_blocks(self)[-1] if self.backbone is not None else 0
-
-    def read_sizes(self) -> list[int]:
-        """Token count of each read block's output: ``c + min(b, P) + G``."""
-        c, p, g = self.num_class_tokens, self.num_prompt_blocks, self.embedding.num_tokens
-        return [c + min(b, p) + g for b in self.feature_blocks]
-
-    def run_backbone(self, x: Tensor, prompt: Tensor) -> Tensor:
-        """``(B, c + G, D) -> (B, sum(read_sizes), D)``: the outputs of the read blocks, stacked.
-
-        ``prompt`` (the embedding's ``max + mean``) goes before the first block; each later prompt
-        is ``max + mean`` over every token of the block before.
-        """
-        backbone, g = self.backbone, self.embedding.num_tokens
-        reads = self.feature_blocks
-        x = backbone.prepare_tokens(x)
-        prompt = backbone.prepare_tokens(prompt)
-        out: list[Tensor] = []
-        for i, block in enumerate(backbone.blocks[: reads[-1]]):
-            if i < self.num_prompt_blocks:
-                x = insert_prompt(x, prompt, self.num_class_tokens + i, g)
-            x = self.run_block(block, x)  # train.activation_checkpointing (a plain call when off)
-            if i + 1 < self.num_prompt_blocks:  # the next block's prompt
-                prompt = make_prompt(x)
-            if i + 1 in reads:
-                out.append(x)
-        return torch.cat(out, dim=1)
+    def plan_prompts(self) -> PromptPlan:
+        """The embedding's prompt before the first block, then ``max + mean`` over every token of the
+        block before; whole sequences read after each of ``seg_feature_blocks``."""
+        return self._prompt_plan("previous", "sequence", "seg_feature_blocks", default_feature_blocks(self.backbone.depth))
 
     def forward(self, points: Tensor, category: Tensor) -> Tensor:
         b = points.shape[0]
@@ -193,7 +168,7 @@ class AuthorsPartSegmentation(APPTModel):
                 f"expected category of shape ({b},) and dtype long, got {tuple(category.shape)} {category.dtype}"
             )
         tokens, emb = self.encode(points)  # normed reads, stacked
-        reads = tokens.split(self.read_sizes(), dim=1)
+        reads = tokens.split(self.prompts.read_sizes(), dim=1)
         g, c = self.embedding.num_tokens, self.num_class_tokens
         glob = torch.cat([r[:, j] for j in range(c + 1) for r in reads], dim=-1)  # (B, 3 (c + 1) D)
         pts = [r[:, -g:] for r in reads]  # 3 x (B, G, D)

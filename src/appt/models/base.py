@@ -1,7 +1,9 @@
 """``APPTModel``: point embedding -> position feature -> frozen backbone with point-prompts.
 
 The shared trunk of every APPT task model. Subclasses add a readout/head (classification,
-segmentation). Which tensors train is decided here, once, from ``config.variant``.
+segmentation) and declare how they prompt and read the frozen blocks (``plan_prompts``; the
+point-prompt rules themselves live in ``appt.embedding.point_prompts``). Which tensors train is
+decided here, once, from ``config.variant``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from torch import Tensor, nn
 
 from appt.backbones import build_backbone
 from appt.backbones.base import Backbone
-from appt.embedding import EmbeddingOutput, PointEmbedding, PositionMixing, PositionTable, insert_prompt, make_prompt
-from appt.errors import ConfigError
+from appt.embedding import EmbeddingOutput, PointEmbedding, PositionMixing, PositionTable
+from appt.embedding.point_prompts import PromptPlan, PromptSource, ReadAt, make_prompt, prompted_blocks, read_depths
 from appt.models.config import APPTConfig
 from appt.models.io import load_trained, read_config_dict, save_trained
 from appt.models.lora import add_lora
-from appt.models.summary import count_parameters, format_summary
+from appt.models.summary import count_parameters, format_parameters
 from appt.recompute import call
 
 M = TypeVar("M", bound="APPTModel")
@@ -92,18 +94,40 @@ class APPTModel(nn.Module):
             else None
         )
         self.norm = self._make_norm(backbone)
-        self.read_depths  # noqa: B018 - checks config.readout_depths against the depth now, not at the first forward
+        # checks the read depths against the backbone now, not at the first forward
+        self.prompts: PromptPlan | None = self.plan_prompts() if self.backbone is not None else None
         if config.variant == "lora" and self.backbone is not None:
             add_lora(self.backbone, config.lora_rank, config.lora_alpha)
         self._set_trainable()
 
+    def plan_prompts(self) -> PromptPlan:
+        """Classification's plan: the embedding's prompt before each prompted block, whole sequences
+        read at ``readout_depths`` (default: the last block), ``raw_last_prompt`` as configured.
+        Task models override this."""
+        return self._prompt_plan(
+            "embedding", "sequence", "readout_depths", (self.backbone.depth,), self.config.raw_last_prompt
+        )
+
+    def _prompt_plan(
+        self, source: PromptSource, read: ReadAt, depths_key: str, default: tuple[int, ...], raw_last_prompt: bool = False
+    ) -> PromptPlan:
+        """The ``PromptPlan`` of this model's config: ``prompt_blocks`` (none with ``no_prompts``) and
+        the depths of config key ``depths_key`` (``default`` when empty)."""
+        config, depth = self.config, self.backbone.depth
+        return PromptPlan(
+            class_tokens=self.num_class_tokens,
+            points=self.embedding.num_tokens,
+            prompted=prompted_blocks(depth, 0 if config.variant == "no_prompts" else config.prompt_blocks),
+            depths=read_depths(depths_key, getattr(config, depths_key), default, depth),
+            source=source,
+            read=read,
+            raw_last_prompt=raw_last_prompt,
+        )
+
     @property
     def num_prompt_blocks(self) -> int:
-        if self.backbone is None or self.config.variant == "no_prompts":
-            return 0
-        depth = self.backbone.depth
-        wanted = depth if self.config.prompt_blocks is None else self.config.prompt_blocks
-        return max(0, min(wanted, depth))
+        """``P``, the number of prompted blocks (0 without a backbone)."""
+        return self.prompts.prompted if self.prompts is not None else 0
 
     def _make_norm(self, backbone: Backbone) -> nn.Module:
         """The readout norm: a trainable copy of the backbone's final LayerNorm (``readout_norm:
@@ -139,7 +163,7 @@ class APPTModel(nn.Module):
     @property
     def blocks_run(self) -> int:
         """How many backbone blocks a forward runs (those after the deepest one read are skipped)."""
-        return self.read_depths[-1] if self.backbone is not None else 0
+        return self.prompts.blocks_run if self.prompts is not None else 0
 
     def unused_parameters(self) -> list[nn.Parameter]:
         """Backbone parameters no forward touches: its own final norm (the trunk reads through
@@ -171,7 +195,7 @@ class APPTModel(nn.Module):
     def encode(self, points: Tensor) -> tuple[Tensor, EmbeddingOutput]:
         """``(B, N, C_in) -> (tokens (B, T, D) after the final norm, embedding output)``.
 
-        ``T = c + P + G`` when only the last block is read (see ``read_depths``).
+        ``T = c + P + G`` when only the last block is read; in general ``sum(self.prompts.read_sizes())``.
         """
         emb = self.embedding(points)
         x = emb.tokens
@@ -190,47 +214,10 @@ class APPTModel(nn.Module):
                 x = self.run_backbone(x, prompt)
         return self.norm(x), emb
 
-    @property
-    def read_depths(self) -> tuple[int, ...]:
-        """Depths whose tokens the readout sees (``config.readout_depths``, default: the last block).
-
-        Depth 0 is the token set entering the backbone (the class token and the point tokens after
-        the position feature and table, before ``prepare_tokens``; ``encoder_only`` reads point tokens
-        alone), depth ``i`` the output of block ``i``. Reading depth 0 beside the last block lets the head keep what
-        the trainable embedding found even where the frozen blocks blur it.
-        """
-        if self.backbone is None:
-            return (0,)
-        depth = self.backbone.depth
-        depths = tuple(sorted(set(self.config.readout_depths))) or (depth,)
-        if depths[-1] > depth:
-            raise ConfigError(f"model.readout_depths: depth {depths[-1]} is beyond the backbone's {depth} blocks")
-        return depths
-
     def run_backbone(self, x: Tensor, prompt: Tensor) -> Tensor:
-        """Frozen blocks with cumulative prompt insertion, ``(B, c + G, D) -> (B, T_read, D)``.
-
-        Returns the tokens at each of ``read_depths`` stacked along the token axis (``c + P + G``
-        tokens for the last block alone); blocks after the deepest one read are not run. With
-        ``raw_last_prompt`` the deepest read sees the last inserted prompt as it went in, not its
-        block output (the authors' readout).
-        """
-        backbone = self.backbone
-        num_points = self.embedding.num_tokens
-        depths = self.read_depths
-        read = [x] if depths[0] == 0 else []
-        x = backbone.prepare_tokens(x)
-        prompt = backbone.prepare_tokens(prompt)
-        for i, block in enumerate(backbone.blocks[: depths[-1]]):
-            if i < self.num_prompt_blocks:
-                x = insert_prompt(x, prompt, self.num_class_tokens + i, num_points)
-            x = self.run_block(block, x)
-            if i + 1 == depths[-1] and self.config.raw_last_prompt and self.num_prompt_blocks:
-                last = self.num_class_tokens + min(i, self.num_prompt_blocks - 1)  # just before the G points
-                x = insert_prompt(x, prompt, last, num_points)  # replaces that prompt's output
-            if i + 1 in depths:
-                read.append(x)
-        return torch.cat(read, dim=1)
+        """The frozen blocks as ``self.prompts`` plans them, ``(B, c + G, D) -> (B, T_read, D)``:
+        the reads at each planned depth stacked along the token axis (``PromptPlan.run``)."""
+        return self.prompts.run(x, prompt, self.backbone.blocks, self.backbone.prepare_tokens, self.run_block)
 
     def run_block(self, block: nn.Module, x: Tensor) -> Tensor:
         """One frozen block ``(B, T, D) -> (B, T, D)``, recomputed in the backward pass when
@@ -244,7 +231,7 @@ class APPTModel(nn.Module):
 
     def summary(self) -> str:
         """One line: trainable / total parameters and their ratio."""
-        return format_summary(self)
+        return format_parameters(*count_parameters(self))
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write only the trained weights (safetensors) and the config (JSON) to folder ``path``."""

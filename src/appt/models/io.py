@@ -23,12 +23,17 @@ from appt.fileio import atomic_write
 if TYPE_CHECKING:
     from appt.models.base import APPTModel
 
+# The files of a weights folder (``RUN_DIR/checkpoints/best``): written by ``save_pretrained`` and,
+# for DATA_INFO, by ``appt train`` / ``appt convert``; read by ``from_pretrained``, eval and predict.
 WEIGHTS_NAME = "appt_weights.safetensors"
 CONFIG_NAME = "appt_config.json"
+DATA_INFO = "appt_data.json"  # class names and the test-time pipeline: what `appt predict` needs besides the weights
 
 
 def trained_state_dict(model: "APPTModel") -> dict[str, Tensor]:
-    """The tensors a checkpoint holds: all outside ``backbone.``, and backbone tensors that train."""
+    """The tensors a checkpoint holds (weights folder and ``resume.pt`` alike): all outside
+    ``backbone.`` (BatchNorm statistics included), and backbone tensors that train. The frozen
+    backbone is rebuilt from its spec, so it is never saved."""
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     return {
         name: t.detach().contiguous()

@@ -15,8 +15,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def format_summary(model: nn.Module) -> str:
-    """``"trainable params: 1,234 || all params: 5,678 || trainable%: 21.73"``."""
-    trainable, total = count_parameters(model)
-    pct = 100.0 * trainable / max(total, 1)
-    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {pct:.2f}"
+def format_parameters(trainable: int, total: int) -> str:
+    """``"trainable parameters: 1,234 / total: 5,678 (21.73 %)"``: the one wording of
+    ``model.summary()``, ``appt info`` and the start and end of ``appt train``."""
+    return f"trainable parameters: {trainable:,} / total: {total:,} ({100.0 * trainable / max(total, 1):.2f} %)"

@@ -4,7 +4,7 @@
 >>> cfg = load_config("configs/demo_modelnet10_minilm.yaml", ["train.epochs=2"])
 >>> summary = Trainer(cfg).fit()          # what `appt train` runs; see docs/cli.md
 
-Names are imported on first use, so ``appt.training.seg_metrics`` alone stays light.
+Names are imported on first use, so ``appt.evaluation.seg_metrics`` alone stays light.
 """
 
 from __future__ import annotations

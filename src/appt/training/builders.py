@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from appt.errors import ConfigError, DataError
+from appt.tasks import get_task
 from appt.training.config import RunConfig, model_config_kwargs
 
 
@@ -20,7 +21,7 @@ class DataBundle:
     ``data.val_fraction > 0``, else the test split (the field's convention).
 
     ``classes``: class names (the object categories for part segmentation); ``category_parts``
-    (part segmentation only): category name -> its part ids.
+    (part segmentation only): category name -> its part ids (the task's, see :mod:`appt.tasks`).
     """
 
     train: Any
@@ -66,38 +67,8 @@ def build_data(cfg: RunConfig, with_train: bool = True) -> DataBundle:
         held_out = d.val_fraction > 0 and d.test_split != "val"
         evaluation = build_split(cfg, "val", False, subset=None) if held_out else test
     in_channels = int(test[0]["points"].shape[-1])
-    parts = category_parts(test) if cfg.task == "part_segmentation" else None
+    parts = get_task(cfg.task, test.classes).category_parts
     return DataBundle(train, evaluation if with_train else test, test, list(test.classes), in_channels, parts)
-
-
-def category_parts(dataset: Any) -> dict[str, list[int]]:
-    """Category name -> part ids, for the categories of a part-segmentation dataset."""
-    return category_parts_table(dataset.classes, getattr(dataset, "category_parts", None))
-
-
-def category_parts_table(names: list[str], table: dict[str, Any] | None = None) -> dict[str, list[int]]:
-    """Part ids of each category in ``names`` (ShapeNetPart's table unless one is given)."""
-    from appt.data.shapenetpart import PART_RANGES
-
-    table = table or PART_RANGES
-    missing = [c for c in names if c not in table]
-    if missing:
-        raise ConfigError(f"part segmentation: no part table for categories {', '.join(missing)}")
-    return {c: list(table[c]) for c in names}
-
-
-def model_class(task: str, seg_model: str = "appt") -> type:
-    if task == "part_segmentation" and seg_model == "authors":
-        from appt.models.authors_segmentation import AuthorsPartSegmentation
-
-        return AuthorsPartSegmentation
-    if task == "part_segmentation":
-        from appt.models import APPTForPartSegmentation
-
-        return APPTForPartSegmentation
-    from appt.models import APPTForClassification
-
-    return APPTForClassification
 
 
 def model_config(cfg: RunConfig, data: DataBundle | None) -> Any:
@@ -113,10 +84,7 @@ def model_config(cfg: RunConfig, data: DataBundle | None) -> Any:
         if missing:
             raise ConfigError(f"model.{missing[0]} must be set in the config to build the model without its data")
         return APPTConfig(**kwargs)
-    derived = {"num_classes": len(data.classes), "in_channels": data.in_channels}
-    if data.category_parts is not None:
-        derived = {"num_classes": 1 + max(max(p) for p in data.category_parts.values()),
-                   "num_categories": len(data.classes), "in_channels": data.in_channels}
+    derived = get_task(cfg.task, data.classes).data_config(data.in_channels)
     for key, value in derived.items():
         if key in kwargs and kwargs[key] != value:
             raise ConfigError(f"model.{key}={kwargs[key]} but the data gives {value}; remove the key")
@@ -131,13 +99,14 @@ def build_model(cfg: RunConfig, data: DataBundle | None) -> nn.Module:
     same in every process and on resume.
     """
     config = model_config(cfg, data)
+    model_class = get_task(cfg.task).model_class(config.seg_model)
     torch.manual_seed(cfg.train.seed)
     if cfg.bundle:  # the frozen backbone staged in an `appt bundle` folder
         from appt.training.bundle import staged_backbones
 
         with staged_backbones(cfg.bundle):
-            return model_class(cfg.task, config.seg_model)(config)
-    return model_class(cfg.task, config.seg_model)(config)
+            return model_class(config)
+    return model_class(config)
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:

@@ -38,7 +38,6 @@ VERSION = 1
 ROLES = ("train", "val", "test")
 # Dataset options that change where cached files go, not what the clouds are.
 UNBAKED_OPTIONS = ("cache", "cache_dir")
-PREP_OPTIONS = ("sampling", "normalize", "use_normals", "use_colors", "use_height")
 
 _VERIFIED: dict[str, tuple] = {}  # folder -> stat signature of its verified files (hash once per process)
 
@@ -231,7 +230,7 @@ def bundle_data(cfg: RunConfig, with_train: bool = True) -> Any:
     manifest = read_manifest(folder)
     check_settings(cfg, manifest)
     d, entry = cfg.data, manifest["data"]
-    prep = Preparation(d.num_points, **{k: d.options[k] for k in PREP_OPTIONS if k in d.options})
+    prep = Preparation.from_options(d.num_points, d.options)
 
     def split(role: str, train: bool) -> BundledDataset:
         if role not in entry["splits"]:

@@ -24,8 +24,7 @@ from torch import Tensor, nn
 
 from appt.errors import CheckpointError
 from appt.fileio import TMP_MARK, atomic_write, fsync
-
-DATA_INFO = "appt_data.json"  # beside the weights: what `appt predict` needs besides them
+from appt.models.io import DATA_INFO, trained_state_dict
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> None:
@@ -56,21 +55,11 @@ def publish_weights(model: Any, target: str | os.PathLike) -> Path:
     return target
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Trainable parameters and all buffers (BN statistics), cloned: what training changes."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    params = {n for n, _ in model.named_parameters()}
-    return {
-        n: t.detach().clone()
-        for n, t in model.state_dict().items()
-        if n in trainable or n not in params
-    }
-
-
-def load_trainable_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Copy ``state`` (from :func:`trainable_state_dict`) into ``model``; mismatch -> CheckpointError."""
+def load_trained_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Copy ``state`` (from :func:`~appt.models.io.trained_state_dict`) into ``model``; mismatch ->
+    CheckpointError."""
     own = model.state_dict()
-    missing = [n for n in trainable_state_dict(model) if n not in state]
+    missing = [n for n in trained_state_dict(model) if n not in state]
     unknown = [n for n in state if n not in own]
     bad = [n for n in state if n in own and own[n].shape != state[n].shape]
     if missing or unknown or bad:
@@ -100,15 +89,30 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
 
 
-def data_info(cfg: Any, classes: list[str] | None, in_channels: int) -> dict[str, Any]:
-    """What ``appt predict`` needs besides the weights: class names (when known) and the test-time
-    pipeline of run config ``cfg``."""
+def data_info(cfg: Any, data: Any, in_channels: int) -> dict[str, Any]:
+    """What ``appt predict`` needs besides the weights to rebuild the test-time pipeline of run config
+    ``cfg`` exactly: class names (when known), points, preparation options, test transforms, seed,
+    channels, and what the dataset layout decided rather than the config: the gravity axis
+    (``up_axis``, used by the height channel and rotations) and, for meshes, ``mesh_points``.
+
+    ``data``: the run's :class:`~appt.training.builders.DataBundle`, or ``None`` when the data is not
+    at hand (``appt convert``); the layout's choices are then known only if the config sets them.
+    """
+    from appt.data.cloud import axis_index
+
     d = cfg.data
     info: dict[str, Any] = {"task": cfg.task}
-    if classes is not None:
-        info["classes"] = list(classes)
+    if data is not None:
+        info["classes"] = list(data.classes)
     info.update({"dataset": d.dataset, "num_points": d.num_points, "test_transforms": d.test_transforms,
                  "seed": cfg.train.seed, "in_channels": in_channels, "options": d.options})
+    test = data.test if data is not None else None
+    up_axis = test.up_axis if test is not None else d.options.get("up_axis")
+    if up_axis is not None:
+        info["up_axis"] = axis_index(up_axis)
+    mesh_points = getattr(test, "mesh_points", d.options.get("mesh_points"))
+    if mesh_points is not None:
+        info["mesh_points"] = int(mesh_points)
     return info
 
 

@@ -10,7 +10,7 @@ Layout of a config file::
 
     base: [base/modelnet40.yaml]     # optional, merged first (paths relative to this file)
                                      # or appt:NAME, a base shipped in the package (appt:minilm)
-    task: classification             # or part_segmentation
+    task: classification             # or part_segmentation (the tasks of appt.tasks)
     run_dir: runs/my_run             # optional; default runs/<config name>-<time>
     model: {backbone: {family: hf_text, name: minilm}, variant: appt, ...}
     data: {dataset: modelnet_points, root: ${APPT_DATA:-../shared/data}/..., ...}
@@ -32,7 +32,6 @@ import yaml
 
 from appt.errors import ConfigError
 
-TASKS = ("classification", "part_segmentation")
 PRECISIONS = ("no", "fp16", "bf16")
 CHECKPOINT_MODES = ("off", "backbone", "all")  # = appt.recompute.CHECKPOINT_MODES (no torch import here)
 FROZEN_DTYPES = ("auto", "fp32")  # = appt.models.frozen_dtype.FROZEN_DTYPES
@@ -52,12 +51,17 @@ class DataSection:
     batch_size: int = 32
     eval_batch_size: int | None = None
     val_fraction: float = 0.0
-    subset: int | float | None = None  # a seeded per-class subset: a count, or a fraction if float
+    subset: int | float | str | None = None  # seeded, per class: a count, a fraction if float, or "K/class"
     test_subset: int | float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     train_transforms: list[Any] = field(default_factory=list)
     test_transforms: list[Any] = field(default_factory=list)
     num_workers: int | None = None  # None: loader workers on CUDA (see training.loaders.resolve_workers), 0 on CPU
+
+    @property
+    def eval_batch(self) -> int:
+        """The batch size of evaluation and testing: ``eval_batch_size``, else ``batch_size``."""
+        return self.eval_batch_size or self.batch_size
 
 
 @dataclass
@@ -136,6 +140,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         cfg.run_dir = _absolute(cfg.run_dir)
     if cfg.bundle is not None:
         cfg.bundle = _absolute(cfg.bundle)
+    from appt.tasks import TASKS  # the task registry, filled as appt.tasks imports its modules
+
     if cfg.task not in TASKS:
         raise ConfigError(f"{source}: task={cfg.task!r} is not one of {', '.join(TASKS)}")
     if cfg.train.schedule not in SCHEDULES:

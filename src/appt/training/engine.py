@@ -24,24 +24,23 @@ from tqdm.auto import tqdm
 
 from appt.data.warm import warm_cache
 from appt.errors import CheckpointError, ConfigError
-from appt.models.io import load_trained
-from appt.models.summary import count_parameters
+from appt.models.io import load_trained, trained_state_dict
+from appt.models.summary import count_parameters, format_parameters
+from appt.tasks import Task, get_task
 from appt.training.builders import build_data, build_model, build_optimizer, build_scheduler
 from appt.training.checkpoint import (
     data_info,
-    load_trainable_state,
+    load_trained_state,
     load_training_state,
     publish_model_folder,
     remove_stale_temps,
     save_training_state,
-    trainable_state_dict,
 )
 from appt.training.config import RunConfig, save_config
-from appt.training.evaluate import collect_outputs, format_figures, summarize
+from appt.training.evaluate import collect_outputs
 from appt.training.loaders import make_loader, resolve_workers
 from appt.training.precision import apply_memory_settings
-from appt.training.metrics import MetricsLog
-from appt.training.tasks import balanced_class_weights, get_task
+from appt.evaluation.metrics import MetricsLog
 
 RESUME_FILE = "resume.pt"
 
@@ -101,13 +100,11 @@ class Trainer:
         warm_cache([self.data.train, self.data.eval, self.data.test], workers, progress,
                    min_points=model.config.neighbors[0], shard=(acc.process_index, acc.num_processes))
         acc.wait_for_everyone()
-        self.task = get_task(cfg.task, self.data.category_parts)
-        if cfg.train.balanced and cfg.task == "classification":  # rare classes weigh as much as common ones
-            weights = balanced_class_weights(self.data.train.labels, len(self.data.classes))
-            self.task.class_weights = weights.to(acc.device)  # once, not every step
+        self.task = get_task(cfg.task, self.data.classes)
+        self.task.prepare_training(cfg.train, self.data.train, acc.device)
         apply_memory_settings(model, t.activation_checkpointing, t.frozen_dtype, t.precision, acc.device.type)
         self.trainable, self.total = count_parameters(model)
-        self.bs = cfg.data.eval_batch_size or cfg.data.batch_size
+        self.bs = cfg.data.eval_batch
         train_loader = make_loader(self.data.train, cfg.data.batch_size, t.seed, True, workers)
         eval_loader = make_loader(self.data.eval, self.bs, t.seed, False, workers)
         optimizer = build_optimizer(model, cfg)
@@ -134,7 +131,7 @@ class Trainer:
 
     def data_info(self) -> dict[str, Any]:
         """What ``appt predict`` needs besides the weights: class names and the test-time pipeline."""
-        return data_info(self.cfg, self.data.classes, self.data.in_channels)
+        return data_info(self.cfg, self.data, self.data.in_channels)
 
     def _publish(self, name: str) -> None:
         publish_model_folder(self.unwrapped, self.ckpt_dir / name, self.data_info())
@@ -145,7 +142,7 @@ class Trainer:
         if acc.is_main_process:
             s = self.state
             state = {
-                "model": trainable_state_dict(self.unwrapped),
+                "model": trained_state_dict(self.unwrapped),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
@@ -168,7 +165,7 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: stopped mid-epoch with {state['num_processes']} process(es); resume with the same number"
             )
-        load_trainable_state(self.unwrapped, state["model"], str(path))
+        load_trained_state(self.unwrapped, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if acc.scaler is not None and state.get("scaler"):
@@ -185,8 +182,7 @@ class Trainer:
         if acc.is_main_process:
             print(f"run folder: {self.run_dir}")
             print(f"device: {acc.device} x {acc.num_processes} process(es), precision {cfg.train.precision}")
-            print(f"trainable parameters: {self.trainable:,} / total: {self.total:,} "
-                  f"({100 * self.trainable / max(self.total, 1):.2f} %)")
+            print(format_parameters(self.trainable, self.total))
             if s.step:
                 print(f"resuming at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
         if s.step:
@@ -266,7 +262,7 @@ class Trainer:
     def evaluate(self, loader: Any = None, desc: str = "eval") -> dict[str, Any]:
         outputs = collect_outputs(self.unwrapped, loader or self.eval_loader, self.task, self.accelerator,
                                   progress=self.progress_bars, desc=desc)
-        return summarize(self.task, outputs, self.data.classes)
+        return self.task.summarize(outputs)
 
     def _end_epoch(self) -> None:
         cfg, acc, s = self.cfg, self.accelerator, self.state
@@ -281,7 +277,7 @@ class Trainer:
             s.last_eval = {"epoch": s.epoch + 1, **figures}
             split = "test" if self.data.eval_is_test else "val"
             self.log.log(f"eval_{split}", s.step, epoch=s.epoch + 1, **figures)
-            record = f"; {split}: {format_figures(result)}"
+            record = f"; {split}: {self.task.format_figures(result)}"
             if result["main"] > s.best["main"]:
                 s.best = {"epoch": s.epoch + 1, **figures}
                 if acc.is_main_process:
@@ -311,7 +307,7 @@ class Trainer:
         self.log.log("summary", s.step, **{k: v for k, v in summary.items() if k != "run_dir"})
         if acc.is_main_process:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            print(format_summary(summary))
+            print(format_summary(summary, self.task))
         acc.wait_for_everyone()
         return summary
 
@@ -321,12 +317,11 @@ def scalars(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The end-of-run lines: parameters, last-epoch and best-epoch figures."""
+def format_summary(summary: dict[str, Any], task: Task) -> str:
+    """The end-of-run lines: parameters, last-epoch and best-epoch figures (the task's best figure)."""
     last, best = summary["last_epoch"], summary["best_epoch"]
-    key = "overall_acc" if "overall_acc" in last else "instance_miou"
-    label = "test accuracy" if key == "overall_acc" else "test instance mIoU"
-    lines = [f"trainable parameters: {summary['trainable_params']:,} / total: {summary['total_params']:,}"]
+    key, label = task.best_key, task.best_label
+    lines = [format_parameters(summary["trainable_params"], summary["total_params"])]
     if "test_last" in summary:
         lines.append(f"{label} (last epoch {last['epoch']}): {100 * summary['test_last'][key]:.2f} %")
         lines.append(f"{label} (best validation epoch {best['epoch']}): {100 * summary['test_at_best_val'][key]:.2f} %")

@@ -1,10 +1,12 @@
-"""Evaluation: run a model over a loader (optionally with test-time voting) and compute the figures."""
+"""Evaluation: run a model over a loader (optionally with test-time voting), score it with its task,
+write the report; ``appt eval`` (:func:`evaluate_weights`, :func:`evaluate_corruptions`) on top."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,15 +15,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from appt.training.metrics import classification_summary, confusion_matrix, write_confusion_csv
-from appt.training.plots import plot_confusion
-from appt.training.seg_metrics import PartSegMeter
-from appt.training.tasks import ClassificationTask, PartSegmentationTask, vote_scale
+from appt.tasks import Task
+
+
+def vote_scale(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The field's test-time-voting augmentation: anisotropic xyz scaling in [0.85, 1.15]
+    (``(B, N, C) -> (B, N, C)``; extra channels such as normals or height are left alone)."""
+    b = points.shape[0]
+    scale = torch.empty(b, 1, 3).uniform_(0.85, 1.15, generator=generator).to(points)
+    out = points.clone()
+    out[..., :3] = out[..., :3] * scale
+    return out
 
 
 @torch.no_grad()
 def collect_outputs(
-    model: nn.Module, loader: Any, task: ClassificationTask | PartSegmentationTask, accelerator: Any,
+    model: nn.Module, loader: Any, task: Task, accelerator: Any,
     vote: int = 0, seed: int = 0, progress: bool = False, desc: str = "eval",
 ) -> dict[str, np.ndarray]:
     """Predictions and targets of every sample of ``loader`` (gathered across processes).
@@ -49,48 +58,81 @@ def collect_outputs(
     return {k: np.concatenate(v) for k, v in gathered.items()}
 
 
-def summarize(task: ClassificationTask | PartSegmentationTask, outputs: dict[str, np.ndarray],
-              classes: Sequence[str]) -> dict[str, Any]:
-    """The figures of one evaluation; ``main`` is what picks the best epoch (OA or instance mIoU)."""
-    if isinstance(task, PartSegmentationTask):
-        meter = PartSegMeter(task.category_parts)
-        meter.update(outputs["pred"], outputs["target"], outputs["category"])
-        out = meter.compute()
-        out["main"] = out["instance_miou"]
-        return out
-    cm = confusion_matrix(outputs["pred"], outputs["target"], len(classes))
-    out = classification_summary(cm, classes)
-    out["confusion"] = cm
-    out["main"] = out["overall_acc"]
-    return out
-
-
-def write_report(summary: dict[str, Any], classes: Sequence[str], out_dir: str | os.PathLike, title: str) -> list[Path]:
-    """``metrics.json`` and, for classification, ``confusion_matrix.csv`` / ``.png`` in ``out_dir``."""
+def write_report(summary: dict[str, Any], task: Task, out_dir: str | os.PathLike, title: str,
+                 model: nn.Module, dataset: Any) -> list[Path]:
+    """``metrics.json`` in ``out_dir`` and the task's figures (confusion matrix, part renders)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "metrics.json"]
-    cm = summary.get("confusion")
-    public = {k: v for k, v in summary.items() if k != "confusion"}
-    written[0].write_text(json.dumps(public, indent=2) + "\n")
-    if cm is not None:
-        write_confusion_csv(cm, classes, out_dir / "confusion_matrix.csv")
-        plot_confusion(cm, classes, out_dir / "confusion_matrix.png", title=title)
-        written += [out_dir / "confusion_matrix.csv", out_dir / "confusion_matrix.png"]
-    return written
+    public = {k: v for k, v in summary.items() if not isinstance(v, np.ndarray)}  # not the confusion matrix
+    (out_dir / "metrics.json").write_text(json.dumps(public, indent=2) + "\n")
+    return [out_dir / "metrics.json", *task.write_figures(summary, out_dir, title, model, dataset)]
 
 
-def format_figures(summary: dict[str, Any]) -> str:
-    """One line with the headline figures, in percent."""
-    if "instance_miou" in summary:
-        return (f"instance mIoU {100 * summary['instance_miou']:.2f} %, class mIoU {100 * summary['class_miou']:.2f} %, "
-                f"point accuracy {100 * summary['point_acc']:.2f} % ({summary['num_samples']} shapes)")
-    return (f"overall accuracy {100 * summary['overall_acc']:.2f} %, mean class accuracy "
-            f"{100 * summary['mean_class_acc']:.2f} % ({summary['num_samples']} shapes)")
+@dataclass
+class Evaluation:
+    """One evaluation of trained weights on the test split, and what it was run with."""
+
+    cfg: Any
+    task: Task
+    data: Any
+    model: nn.Module
+    accelerator: Any
+    summary: dict[str, Any]
+    written: list[Path]
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
 
 
-def format_per_class(summary: dict[str, Any]) -> str:
-    """One line per-class accuracy (classification) or per-category mIoU (part segmentation), in %."""
-    label, table = ("per class", summary.get("per_class_acc")) if "per_class_acc" in summary else \
-        ("per category mIoU", summary.get("per_category_miou", {}))
-    return f"{label}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in table.items())
+def evaluate_weights(cfg: Any, weights: Path, out_dir: Path, title: str, vote: int = 0,
+                     progress: bool = True) -> Evaluation:
+    """Build the run's model, load ``weights``, score the test split (``vote`` test-time-voting passes)
+    and write the report to ``out_dir`` (main process only)."""
+    from appt.models.io import load_trained
+    from appt.tasks import get_task
+    from appt.training.builders import build_data, build_model
+    from appt.training.engine import make_accelerator
+
+    accelerator = make_accelerator(cfg.train.precision)
+    data = build_data(cfg, with_train=False)
+    task = get_task(cfg.task, data.classes)
+    model = build_model(cfg, data)
+    load_trained(model, weights)  # refuses weights of another backbone / variant / shape
+    model, loader = accelerator.prepare(model, _test_loader(data.test, cfg, accelerator))
+    model = accelerator.unwrap_model(model)
+    outputs = collect_outputs(model, loader, task, accelerator, vote=vote, seed=cfg.train.seed,
+                              progress=progress, desc="test")
+    summary = task.summarize(outputs)
+    summary.update({"weights": str(weights), "vote": vote, "split": cfg.data.test_split})
+    written = write_report(summary, task, out_dir, title, model, data.test) if accelerator.is_main_process else []
+    return Evaluation(cfg, task, data, model, accelerator, summary, written)
+
+
+def evaluate_corruptions(ev: Evaluation, specs: Sequence[tuple[str, int]], source: str, out_dir: Path,
+                         progress: bool = True) -> tuple[dict[str, Any], list[Path]]:
+    """The task's main figure on every corrupted copy (``specs``: (kind, level)) of the test split,
+    seeded by ``train.seed``; the robustness report is written to ``out_dir`` (main process only)."""
+    from appt.evaluation.robustness import (
+        CorruptedDataset,
+        robustness_summary,
+        write_robustness_report,
+    )
+
+    cfg, table = ev.cfg, {}
+    for kind, level in specs:
+        dataset = CorruptedDataset(ev.data.test, kind, level, seed=cfg.train.seed)
+        loader = ev.accelerator.prepare(_test_loader(dataset, cfg, ev.accelerator))
+        outputs = collect_outputs(ev.model, loader, ev.task, ev.accelerator, progress=progress, desc=f"{kind}:{level}")
+        table.setdefault(kind, {})[level] = float(ev.task.summarize(outputs)["main"])
+    result = {"weights": source, "seed": cfg.train.seed, "table": table,
+              "summary": robustness_summary(float(ev.summary["main"]), table)}
+    written = write_robustness_report(result, out_dir, ev.task.metric_name) if ev.is_main else []
+    return result, written
+
+
+def _test_loader(dataset: Any, cfg: Any, accelerator: Any) -> Any:
+    from appt.training.loaders import make_loader, resolve_workers
+
+    return make_loader(dataset, cfg.data.eval_batch, cfg.train.seed, False,
+                       resolve_workers(cfg.data.num_workers, accelerator.device))

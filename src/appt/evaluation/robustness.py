@@ -4,6 +4,9 @@ Each (kind, level) corrupts every test cloud *after* its usual preparation (cent
 N points), with a generator seeded by ``(seed, kind, level, index)``, so a report is reproducible
 and independent of batch size or worker count. Part labels follow the points they belong to
 (``corrupt_with_source``), so segmentation models are scored the same way.
+
+Scores: ModelNet-C's corruption error (CE, mCE) and relative corruption error (RCE, RmCE), with
+the published DGCNN reference table; :func:`robustness_summary` applies them to a report.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from appt.data.corruptions import (
-    CORRUPTIONS,
-    MODELNET_C_DGCNN_CLEAN_ERROR,
-    MODELNET_C_DGCNN_ERROR,
-    corrupt_with_source,
-    mean_corruption_error,
-    relative_mean_corruption_error,
-)
+from appt.data.corruptions import CORRUPTIONS, corrupt_with_source
+from appt.errors import ConfigError
 
 
 class CorruptedDataset(Dataset):
@@ -45,6 +43,94 @@ class CorruptedDataset(Dataset):
         if "seg" in sample:
             sample["seg"] = sample["seg"][torch.from_numpy(source)]
         return sample
+
+
+# Published ModelNet-C reference: DGCNN's overall accuracy on ModelNet40-C, averaged over the five
+# levels (Ren et al. 2022), as error rates. Only a valid reference for ModelNet40-C evaluations.
+MODELNET_C_DGCNN_CLEAN_ERROR = 1.0 - 0.926
+MODELNET_C_DGCNN_ERROR: dict[str, float] = {
+    kind: 1.0 - acc
+    for kind, acc in {
+        "jitter": 0.684,
+        "dropout_global": 0.752,
+        "dropout_local": 0.793,
+        "add_global": 0.705,
+        "add_local": 0.725,
+        "scale": 0.906,
+        "rotate": 0.785,
+    }.items()
+}
+
+
+ErrorTable = Mapping[str, float | Sequence[float]]
+
+
+def _mean_error(value: float | Sequence[float], what: str) -> float:
+    values = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise ConfigError(f"corruption error {what}: expected finite error rates, got {value!r}")
+    return float(values.mean())
+
+
+def corruption_error(errors: float | Sequence[float], reference_errors: float | Sequence[float]) -> float:
+    """ModelNet-C's CE of one kind: ``sum_l E_l / sum_l E^ref_l`` (error = 1 - accuracy).
+
+    Each argument is the per-level errors (levels 1..5) or their mean; with equally many levels
+    the ratio of sums equals the ratio of means, which is what is computed. CE < 1: more robust
+    than the reference model.
+    """
+    ref = _mean_error(reference_errors, "reference")
+    if ref <= 0:
+        raise ConfigError(f"corruption error: reference error must be > 0, got {reference_errors!r}")
+    return _mean_error(errors, "model") / ref
+
+
+def relative_corruption_error(
+    errors: float | Sequence[float],
+    clean_error: float,
+    reference_errors: float | Sequence[float],
+    reference_clean_error: float,
+) -> float:
+    """ModelNet-C's RCE of one kind: the *drop* from the clean score, relative to the reference's.
+
+    ``sum_l (E_l - E_clean) / sum_l (E^ref_l - E^ref_clean)``; it separates robustness from clean
+    accuracy (a model can have a low CE just by being accurate).
+    """
+    ref_drop = _mean_error(reference_errors, "reference") - float(reference_clean_error)
+    if ref_drop == 0:
+        raise ConfigError("relative corruption error: reference error equals its clean error (division by 0)")
+    return (_mean_error(errors, "model") - float(clean_error)) / ref_drop
+
+
+def _check_kinds(errors: ErrorTable, reference: ErrorTable) -> list[str]:
+    if not errors:
+        raise ConfigError("corruption error: no corruption kinds given")
+    missing = sorted(set(errors) - set(reference))
+    if missing:
+        raise ConfigError(f"corruption error: reference has no entry for {', '.join(missing)}")
+    return list(errors)
+
+
+def mean_corruption_error(errors: ErrorTable, reference: ErrorTable) -> float:
+    """ModelNet-C's mCE: the mean over kinds of :func:`corruption_error`.
+
+    ``errors`` / ``reference``: kind -> per-level error rates (or their mean). Every kind in
+    ``errors`` must be in ``reference`` (e.g. ``MODELNET_C_DGCNN_ERROR`` for ModelNet40-C).
+    """
+    kinds = _check_kinds(errors, reference)
+    return float(np.mean([corruption_error(errors[k], reference[k]) for k in kinds]))
+
+
+def relative_mean_corruption_error(
+    errors: ErrorTable, clean_error: float, reference: ErrorTable, reference_clean_error: float
+) -> float:
+    """ModelNet-C's RmCE: the mean over kinds of :func:`relative_corruption_error`."""
+    kinds = _check_kinds(errors, reference)
+    return float(
+        np.mean(
+            [relative_corruption_error(errors[k], clean_error, reference[k], reference_clean_error) for k in kinds]
+        )
+    )
 
 
 def robustness_summary(clean: float, table: dict[str, dict[int, float]]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Overall accuracy (OA) is the fraction of test shapes classified right; mean class accuracy (mAcc)
 averages the per-class recalls, so it is not dominated by the big classes (ModelNet10's chairs
-outnumber its bathtubs 8 to 1). Part-segmentation scores live in :mod:`appt.training.seg_metrics`.
+outnumber its bathtubs 8 to 1). Part-segmentation scores live in :mod:`appt.evaluation.seg_metrics`.
 """
 
 from __future__ import annotations

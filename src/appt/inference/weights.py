@@ -1,8 +1,9 @@
-"""Finding and loading trained weights for ``appt eval`` / ``appt predict``.
+"""Finding trained weights and what was saved beside them, for ``appt eval`` / ``appt predict``.
 
 A weights folder (``RUN_DIR/checkpoints/best``) holds the model's ``appt_weights.safetensors`` and
-``appt_config.json`` plus our ``appt_data.json`` (class names and the test-time pipeline); the run's
-``config.yaml`` sits two levels up. ``--weights`` may name the folder or the safetensors file.
+``appt_config.json`` plus ``appt_data.json`` (class names and the test-time pipeline, written by
+:func:`appt.training.checkpoint.data_info`); the run's ``config.yaml`` sits two levels up.
+``--weights`` may name the folder or the safetensors file.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from appt.errors import CheckpointError
-from appt.training.checkpoint import DATA_INFO
-
-WEIGHTS_FILE = "appt_weights.safetensors"
+from appt.models.io import DATA_INFO, WEIGHTS_NAME
 
 
 def weights_folder(path: str | Path) -> Path:
     """The folder of a weights file or folder; CheckpointError if there are no weights."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    if not (folder / WEIGHTS_FILE).is_file() and not (path.is_file() and path.suffix == ".safetensors"):
-        raise CheckpointError(f"{path}: no appt weights here (expected {WEIGHTS_FILE})")
+    if not (folder / WEIGHTS_NAME).is_file() and not (path.is_file() and path.suffix == ".safetensors"):
+        raise CheckpointError(f"{path}: no appt weights here (expected {WEIGHTS_NAME})")
     return folder
 
 

@@ -6,7 +6,8 @@ logits); a part absent from both prediction and truth counts IoU 1 (nothing to g
 mIoU averages the shape IoUs over all shapes; class mIoU first averages within each category, so
 small categories weigh as much as big ones.
 
-Numpy only; torch tensors are accepted (detached and moved to the CPU).
+Numpy only (torch is imported with the allowed-parts mask when logits are restricted); torch
+tensors are accepted (detached and moved to the CPU).
 """
 
 from __future__ import annotations
@@ -47,10 +48,23 @@ def part_iou(pred: Any, target: Any, parts: Sequence[int]) -> float:
     return float(part_ious(pred, target, parts).mean())
 
 
+def allowed_parts(category_parts: Mapping[str, Sequence[int]], num_parts: int | None = None) -> np.ndarray:
+    """``(categories, num_parts)`` bool: row ``c`` marks the part ids of category ``c`` (in the
+    table's order); ``num_parts`` defaults to one past the highest part id."""
+    if num_parts is None:
+        num_parts = 1 + max((p for parts in category_parts.values() for p in parts), default=-1)
+    allowed = np.zeros((len(category_parts), num_parts), dtype=bool)
+    for c, parts in enumerate(category_parts.values()):
+        allowed[c, list(parts)] = True
+    return allowed
+
+
 def restrict_to_parts(logits: Any, parts: Sequence[int]) -> np.ndarray:
-    """Part ids predicted within a category: ``logits (N, P_total)`` -> ``(N,)`` argmax over ``parts``."""
-    ids = np.asarray(parts)
-    return ids[_numpy(logits)[:, ids].argmax(axis=1)]
+    """Part ids predicted within a category: ``logits (N, P_total)`` -> ``(N,)`` argmax over ``parts``
+    (the mask of :func:`allowed_parts`, as training and predict use)."""
+    logits = _numpy(logits)
+    allowed = allowed_parts({"category": parts}, logits.shape[-1])[0]
+    return np.where(allowed, logits, -np.inf).argmax(axis=-1)
 
 
 class PartSegMeter:

@@ -1,8 +1,9 @@
 """Classifying (or part-labelling) a user's own files with trained weights.
 
-Each file goes through the same preparation as the test split the model was evaluated on
-(FPS to ``num_points``, centring and unit-sphere scaling, the channels it was trained with), read
-from ``appt_data.json`` beside the weights.
+Each file goes through the same preparation as the test split the model was evaluated on (mesh
+sampling, FPS to ``num_points``, centring and unit-sphere scaling, the test transforms, the channels
+it was trained with, the height along the layout's gravity axis), read from ``appt_data.json``
+beside the weights (:func:`appt.training.checkpoint.data_info` writes it).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,9 +19,7 @@ import torch
 from torch import nn
 
 from appt.errors import ConfigError, DataError
-from appt.training.plots import render_cloud
-
-PREP_OPTIONS = ("sampling", "normalize", "use_normals", "use_colors", "use_height")
+from appt.tasks import Prediction, Task
 
 
 def collect_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -46,22 +44,26 @@ def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int,
                   min_points: int = 1) -> tuple[torch.Tensor, list[np.ndarray]]:
     """Read and prepare every file: ``-> points (F, N, C)`` and the prepared xyz for rendering.
 
-    Unreadable files, and files with fewer distinct points than ``min_points`` (the neighbours the
-    model's first stage groups: fewer cannot describe a shape), raise :class:`DataError` before any
-    model work is done.
+    ``info`` is ``appt_data.json``; weights saved before it recorded ``up_axis`` get the axis of
+    ``options`` or y, as then. Unreadable files, and files with fewer distinct points than
+    ``min_points`` (the neighbours the model's first stage groups: fewer cannot describe a shape),
+    raise :class:`DataError` before any model work is done.
     """
     from appt.data import Preparation, build_transforms, read_points
+    from appt.data.cloud import axis_index
     from appt.data.warm import too_few
 
     options = info.get("options", {})
-    prep = Preparation(int(info.get("num_points") or 1024), **{k: options[k] for k in PREP_OPTIONS if k in options})
+    prep = Preparation.from_options(int(info.get("num_points") or 1024), options)
     if prep.channels != in_channels:
         raise ConfigError(f"the model takes {in_channels} input channels but its data settings give {prep.channels}")
     transforms = build_transforms(info.get("test_transforms") or [])
     seed = int(info.get("seed", 0))
+    up_axis = axis_index(info.get("up_axis", options.get("up_axis", 1)))
+    mesh = {"mesh_points": int(info["mesh_points"])} if "mesh_points" in info else {}
     clouds = []
     for i, f in enumerate(files):
-        raw = read_points(f)
+        raw = read_points(f, **mesh).replace(up_axis=up_axis)
         problem = too_few(raw.xyz, min_points)
         if problem is not None:
             raise DataError(f, problem)
@@ -70,41 +72,18 @@ def prepare_files(files: Sequence[Path], info: dict[str, Any], in_channels: int,
     return torch.from_numpy(np.stack(clouds)), [c[:, :3] for c in clouds]
 
 
-@dataclass
-class Prediction:
-    """One file's result. Part segmentation fills ``parts`` (per-point part ids)."""
-
-    path: str
-    label: str
-    confidence: float
-    top: list[tuple[str, float]] = field(default_factory=list)
-    parts: list[int] | None = None
-
-
 @torch.no_grad()
-def run_model(model: nn.Module, points: torch.Tensor, files: Sequence[Path], classes: Sequence[str],
-              batch_size: int, top_k: int, category: int | None = None, allowed: torch.Tensor | None = None) -> list[Prediction]:
-    """Batched inference; classification keeps the ``top_k`` classes, part segmentation the part
-    of every point (restricted to ``allowed`` parts of ``category``)."""
+def run_model(model: nn.Module, task: Task, points: torch.Tensor, files: Sequence[Path], batch_size: int,
+              top_k: int, category: int | None = None) -> list[Prediction]:
+    """Batched inference; what each file gets is the task's (:meth:`appt.tasks.Task.predictions`:
+    classification the ``top_k`` classes, part segmentation the part of every point among the parts
+    of ``category``)."""
     model.eval()
     device = next(model.parameters()).device
     results: list[Prediction] = []
     for start in range(0, len(points), batch_size):
         batch = points[start : start + batch_size].to(device)
-        names = files[start : start + batch_size]
-        if category is None:
-            probs = model(batch).float().softmax(-1).cpu()
-            values, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-            for f, v, i in zip(names, values, idx):
-                top = [(classes[int(j)], float(p)) for p, j in zip(v, i)]
-                results.append(Prediction(str(f), top[0][0], top[0][1], top))
-        else:
-            cats = torch.full((len(batch),), category, dtype=torch.long, device=device)
-            logits = model(batch, cats).float().masked_fill(~allowed.to(device), float("-inf"))
-            probs = logits.softmax(-1).cpu()
-            for f, p in zip(names, probs):
-                conf, part = p.max(-1)
-                results.append(Prediction(str(f), classes[category], float(conf.mean()), parts=part.tolist()))
+        results += task.predictions(model, batch, files[start : start + batch_size], top_k, category)
     return results
 
 
@@ -147,6 +126,8 @@ def write_part_labels(results: Sequence[Prediction], xyz: Sequence[np.ndarray], 
 def render_predictions(results: Sequence[Prediction], xyz: Sequence[np.ndarray], classes: Sequence[str],
                        out_dir: Path) -> list[Path]:
     """One PNG per file: the prepared cloud coloured by its predicted class (or per-point part)."""
+    from appt.evaluation.plots import render_cloud
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (r, pts) in enumerate(zip(results, xyz)):
@@ -158,7 +139,7 @@ def render_predictions(results: Sequence[Prediction], xyz: Sequence[np.ndarray],
     return written
 
 
-def format_table(results: Sequence[Prediction]) -> str:
+def format_predictions(results: Sequence[Prediction]) -> str:
     """A plain-text table: file, prediction, confidence (and the runner-up classes)."""
     width = max([len(Path(r.path).name) for r in results] + [4])
     lines = [f"{'file':<{width}}  {'prediction':<14} {'confidence':>10}  others"]

@@ -1,0 +1,722 @@
+"""A resumable queue of training runs (and their robustness evaluations), for issue 14's regimes.
+
+    python benchmarks/run_queue.py status            # done / running / partial / failed / pending
+    python benchmarks/run_queue.py run [--hours H]   # work through the plan (one worker per state folder)
+    python benchmarks/run_queue.py stop              # SIGTERM the worker; its run resumes next time
+    python benchmarks/run_queue.py collect           # -> benchmarks/results/regimes_<date>.json
+    python benchmarks/run_queue.py plan-regimes      # rewrite the committed plan (benchmarks/plans/regimes.yaml)
+
+Not named ``queue.py``: ``python benchmarks/queue.py`` would put ``benchmarks/`` first on
+``sys.path`` and shadow the standard library's ``queue`` module for everything imported after it.
+
+The plan (YAML) lists jobs in the order they run. A ``train`` job is ``appt train`` on a config
+with overrides (its ``variant`` and ``seed`` become ``model.variant`` / ``train.seed``), in its own
+run folder ``STATE/runs/<id>``; a ``robustness`` job is ``appt eval --run <that folder>
+--checkpoint last --corrupt KIND`` for every corruption kind, one kind per process. Every job runs
+in a child process through the public ``appt`` commands of the installed (editable) source tree,
+so each run uses the code as it is when it starts or resumes, and records that code: the commit,
+whether ``src/``, ``configs/`` or ``pyproject.toml`` differ from it (``dirty``) and a SHA-256 of
+that difference, per session.
+
+Resuming: a run cut short (worker killed, machine rebooted, ``stop``) continues from its last
+resumable checkpoint (``checkpoints/resume.pt``, written every epoch and every
+``train.checkpoint_every`` steps) with ``appt train --resume``, which is exact (see
+``appt.training.engine``). A robustness job redoes only the corruption kinds it has not written.
+A finished job writes ``STATE/results/<id>.json`` and is skipped from then on. One worker per
+state folder: ``STATE/worker.lock`` is held with ``flock`` while ``run`` works (released by the
+kernel when the worker dies, so it is never stale); ``STATE/worker.json`` names its pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ROOT / "benchmarks" / "plans" / "regimes.yaml"
+STATE = ROOT / "benchmarks" / "queue_state"
+RESULTS = ROOT / "benchmarks" / "results"
+CORRUPTIONS = ("jitter", "dropout_global", "dropout_local", "add_global", "add_local", "scale", "rotate")
+CONTRASTS = (("appt", "encoder_only"), ("appt", "random_backbone"))
+PROVENANCE_PATHS = ("src", "configs", "pyproject.toml")
+BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
+
+# Two-sided 95 % critical values of Student's t, degrees of freedom 1..30 (used without scipy).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics
+
+
+def t_critical(df: int, use_scipy: bool = True) -> float:
+    """Two-sided 95 % critical value of Student's t with ``df`` degrees of freedom."""
+    if use_scipy:
+        try:
+            from scipy import stats
+
+            return float(stats.t.ppf(0.975, df))
+        except ImportError:
+            pass
+    if 1 <= df <= len(T975):
+        return T975[df - 1]
+    if df > len(T975):
+        return 1.960 + 2.4 / df  # within 0.002 of the exact value above 30
+    raise ValueError(f"t_critical: df must be >= 1, got {df}")
+
+
+def paired_interval(diffs: list[float], use_scipy: bool = True) -> dict[str, Any]:
+    """Mean of paired differences with its 95 % t-interval (``None`` bounds for fewer than 2 pairs)."""
+    n = len(diffs)
+    out: dict[str, Any] = {"n": n, "diffs": list(diffs), "mean": statistics.mean(diffs) if n else None,
+                           "sd": None, "se": None, "t": None, "ci95": None}
+    if n >= 2:
+        sd = statistics.stdev(diffs)
+        se = sd / math.sqrt(n)
+        t = t_critical(n - 1, use_scipy)
+        out.update(sd=sd, se=se, t=t, ci95=[out["mean"] - t * se, out["mean"] + t * se])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan
+
+
+def load_plan(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a plan; fill in each job's defaults; refuse duplicate ids and dangling robustness jobs."""
+    plan = yaml.safe_load(Path(path).read_text())
+    defaults = plan.get("defaults", {}) or {}
+    jobs, seen = [], set()
+    for raw in plan["jobs"]:
+        job = {"kind": "train", **raw}
+        if job["id"] in seen or not re.fullmatch(r"[A-Za-z0-9_.\-]+", job["id"]):
+            raise SystemExit(f"{path}: job id {job['id']!r} is repeated or not a plain file name")
+        seen.add(job["id"])
+        if job["kind"] == "train":
+            job["overrides"] = [*defaults.get("overrides", []), *job.get("overrides", []),
+                                f"model.variant={job['variant']}", f"train.seed={job['seed']}"]
+        elif job["kind"] == "robustness":
+            if job["of"] not in seen:
+                raise SystemExit(f"{path}: robustness job {job['id']} names {job['of']!r}, not an earlier train job")
+            job.setdefault("corrupt", list(CORRUPTIONS))
+        else:
+            raise SystemExit(f"{path}: job {job['id']}: unknown kind {job['kind']!r}")
+        jobs.append(job)
+    plan["jobs"] = jobs
+    return plan
+
+
+def regimes_plan() -> dict[str, Any]:
+    """Issue 14's plan, most decisive runs first (see the header this writes into the YAML)."""
+    minilm, mpnet = "configs/modelnet10_minilm.yaml", "configs/modelnet10_mpnet.yaml"
+    variants = ("appt", "encoder_only", "random_backbone")
+    jobs: list[dict[str, Any]] = []
+
+    def add(regime: str, config: str, seed: int, overrides: list[str], tag: str) -> None:
+        for v in variants:
+            jobs.append({"id": f"{tag}-s{seed}-{v}", "regime": regime, "config": config, "variant": v,
+                         "seed": seed, "overrides": overrides})
+
+    fewshot = {  # shapes per class: (epochs, eval_every); 10 classes, batch 32, the partial batch dropped
+        10: (60, 20),   # 100 shapes: 3 steps / epoch -> 180 steps
+        5: (120, 40),   # 50 shapes: 1 step / epoch -> 120 steps
+        20: (40, 20),   # 200 shapes: 6 steps / epoch -> 240 steps
+    }
+
+    def fs(shots: int) -> list[str]:
+        epochs, every = fewshot[shots]
+        return [f"data.subset={shots}/class", f"train.epochs={epochs}", f"train.eval_every={every}"]
+
+    for seed in range(5):  # 1. the decisive regime: interleaved by seed, so pairs complete early
+        add("minilm_fewshot_10", minilm, seed, fs(10), "minilm-k10")
+    for seed in range(3):  # 2. 5 and 20 shapes per class
+        add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
+        add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
+    # 3. data size at equal optimizer steps: 3,991 training shapes, batch 32, partial batch dropped:
+    # 10 % = 399 shapes = 12 steps / epoch, 30 % = 1,197 = 37, 100 % = 124. 31 x 12 = 372,
+    # 10 x 37 = 370, 3 x 124 = 372 steps; warm-up 124 steps everywhere (1 epoch of the full split).
+    datasize = {"f010": (0.1, 31, 10, 124 / 12), "f030": (0.3, 10, 3, 124 / 37), "f100": (1.0, 3, 1, 1.0)}
+    for seed in range(3):
+        for tag, (fraction, epochs, every, warmup) in datasize.items():
+            add("minilm_datasize_372steps", minilm, seed,
+                [f"data.subset={fraction}", f"train.epochs={epochs}", f"train.eval_every={every}",
+                 f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}")
+    for seed in range(5):  # 4. the paper-width backbone, few-shot
+        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10")
+    # 5. robustness of every finished run (7 corruptions x 5 levels = 35 test passes each): last
+    trained = [j["id"] for j in jobs]
+    jobs += [{"id": f"robust-{i}", "kind": "robustness", "of": i} for i in trained]
+    return {"name": "regimes", "issue": 14,
+            "defaults": {"overrides": ["train.checkpoint_every=20", "train.log_every=10"]}, "jobs": jobs}
+
+
+PLAN_HEADER = """\
+# Issue 14's regimes, for benchmarks/run_queue.py (regenerate: python benchmarks/run_queue.py plan-regimes).
+# Real ModelNet10 (../shared/data), 1,024 points, test on the whole official test split (908 shapes),
+# appt / encoder_only / random_backbone of the same config, paired by seed (train.seed: data draw,
+# initialisation, augmentation; random_backbone's weights come from the backbone spec, the same for all seeds).
+# Few-shot: data.subset=K/class draws exactly K seeded shapes of every class (tags k5 / k10 / k20).
+# Order: MiniLM 10 per class x 5 seeds first, then 5 and 20 per class (3 seeds), the data-size regime at
+# equal optimizer steps (3 seeds), MPNet 10 per class (5 seeds), and last the robustness pass (appt eval --corrupt, every kind and
+# level, on each run's last checkpoint). The final figures are the last epoch's; best-epoch figures look at
+# the test split and are recorded for completeness only.
+"""
+
+
+def write_plan(path: Path, plan: dict[str, Any]) -> None:
+    lines = [PLAN_HEADER, f"name: {plan['name']}", f"issue: {plan['issue']}",
+             "defaults:", f"  overrides: {json.dumps(plan['defaults']['overrides'])}", "jobs:"]
+    for job in plan["jobs"]:
+        lines.append("  - " + json.dumps(job))  # JSON is YAML: one job per line
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# state
+
+
+class State:
+    """The queue's folder: ``runs/<id>`` (run folders), ``logs/<id>.log``, ``sessions/<id>.json``
+    (one entry per process started for the job), ``results/<id>.json`` (finished jobs)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).absolute()
+        for sub in ("runs", "logs", "sessions", "results"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.root / "runs" / job_id
+
+    def result_path(self, job_id: str) -> Path:
+        return self.root / "results" / f"{job_id}.json"
+
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        p = self.result_path(job_id)
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def sessions(self, job_id: str) -> list[dict[str, Any]]:
+        p = self.root / "sessions" / f"{job_id}.json"
+        return json.loads(p.read_text()) if p.is_file() else []
+
+    def add_session(self, job_id: str, session: dict[str, Any]) -> None:
+        sessions = [s for s in self.sessions(job_id) if s.get("started") != session["started"]] + [session]
+        write_json(self.root / "sessions" / f"{job_id}.json", sessions)
+
+    def failures(self, job_id: str) -> int:
+        return sum(1 for s in self.sessions(job_id) if s.get("rc") not in (0, None) and not s.get("interrupted"))
+
+    def worker(self) -> dict[str, Any] | None:
+        """The live worker's record, or None when no worker holds the lock."""
+        lock = self.root / "worker.lock"
+        if not lock.exists():
+            return None
+        with open(lock, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                info = self.root / "worker.json"
+                return json.loads(info.read_text()) if info.is_file() else {"pid": None}
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        f = open(self.root / "worker.lock", "a")  # noqa: SIM115 - held (locked) until the worker ends
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            other = self.worker() or {}
+            raise SystemExit(f"{self.root}: another worker (pid {other.get('pid')}) is working on this state; "
+                             "`run_queue.py stop` ends it") from None
+        try:
+            write_json(self.root / "worker.json", {"pid": os.getpid(), "started": now(), "current": None})
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+    def set_current(self, job_id: str | None, child: int | None = None) -> None:
+        info = json.loads((self.root / "worker.json").read_text())
+        info.update(current=job_id, child_pid=child, since=now() if job_id else None)
+        write_json(self.root / "worker.json", info)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Atomic: a reader (``status``) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    p = run_dir / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    events = []
+    for line in p.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a kill
+            events.append(json.loads(line))
+    return events
+
+
+def job_state(state: State, job: dict[str, Any], worker: dict[str, Any] | None, max_attempts: int) -> str:
+    if state.result_path(job["id"]).is_file():
+        return "done"
+    if worker and worker.get("current") == job["id"]:
+        return "running"
+    if state.failures(job["id"]) >= max_attempts:
+        return "failed"
+    if job["kind"] == "robustness":
+        if not state.result_path(job["of"]).is_file():
+            return "waiting"
+        return "partial" if any((robustness_dir(state.run_dir(job["of"]), k) / "robustness.json").is_file()
+                                for k in job["corrupt"]) else "pending"
+    return "partial" if (state.run_dir(job["id"]) / "checkpoints" / "resume.pt").is_file() else "pending"
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), *args], capture_output=True,
+                              text=True, timeout=60, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def code_state() -> dict[str, Any]:
+    """The commit and whether the code a run imports differs from it (read-only git commands)."""
+    diff = git("diff", "HEAD", "--", *PROVENANCE_PATHS)
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", *PROVENANCE_PATHS)
+    digest = hashlib.sha256(diff.encode())
+    for name in sorted(untracked.split()):
+        with contextlib.suppress(OSError):
+            digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(diff.strip() or untracked.strip()),
+            "diff_sha256": digest.hexdigest() if diff.strip() or untracked.strip() else None,
+            "untracked": untracked.split()}
+
+
+def machine() -> dict[str, Any]:
+    return {"host": platform.node(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()), "nice": os.nice(0),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+# ----------------------------------------------------------------------------------------------
+# running jobs
+
+
+class Stop(Exception):
+    """SIGTERM / SIGINT reached the worker."""
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    env.setdefault("APPT_DATA", str(ROOT.parent / "shared" / "data"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the worker dies, so no orphan keeps writing a run folder."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_child(state: State, job_id: str, cmd: list[str], note: dict[str, Any]) -> dict[str, Any]:
+    """Run ``cmd`` for ``job_id``, its output appended to the job's log; returns the session record."""
+    session = {"started": now(), **note, "code": code_state(), "machine": machine(), "command": cmd}
+    with open(state.root / "logs" / f"{job_id}.log", "a") as log:
+        log.write(f"\n===== {session['started']} {' '.join(cmd)}\n")
+        log.flush()
+        tic = time.time()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - the worker has one thread
+        state.set_current(job_id, proc.pid)
+        state.add_session(job_id, session)
+        try:
+            rc = proc.wait()
+        except Stop:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            session.update(ended=now(), seconds=round(time.time() - tic, 1), rc=proc.returncode, interrupted=True)
+            state.add_session(job_id, session)
+            raise
+        finally:
+            state.set_current(None)
+    session.update(ended=now(), seconds=round(time.time() - tic, 1), rc=rc)
+    state.add_session(job_id, session)
+    return session
+
+
+def appt_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "appt.cli.main", *args]
+
+
+def run_train(state: State, job: dict[str, Any]) -> bool:
+    """Start, resume or just record a train job; True when it has finished."""
+    run_dir = state.run_dir(job["id"])
+    if not (run_dir / "summary.json").is_file():
+        if (run_dir / "checkpoints" / "resume.pt").is_file():
+            cmd, note = appt_cmd("train", "--resume", str(run_dir), "--no-progress"), {"resumed": True}
+        else:
+            if run_dir.exists():  # killed before its first resumable checkpoint: nothing to keep
+                shutil.rmtree(run_dir)
+            sets = [a for o in [*job["overrides"], f"run_dir={run_dir}"] for a in ("--set", o)]
+            cmd, note = appt_cmd("train", "--config", str(ROOT / job["config"]), *sets, "--no-progress"), {"resumed": False}
+        session = run_child(state, job["id"], cmd, note)
+        if session["rc"] != 0 or not (run_dir / "summary.json").is_file():
+            return False
+    write_json(state.result_path(job["id"]), train_result(state, job))
+    return True
+
+
+def train_result(state: State, job: dict[str, Any]) -> dict[str, Any]:
+    run_dir = state.run_dir(job["id"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    events = read_events(run_dir)
+    # by epoch, the last one: a run killed between an evaluation and its checkpoint evaluates again
+    evals = list({e["epoch"]: {k: e[k] for k in ("epoch", "step", "overall_acc", "mean_class_acc", "loss") if k in e}
+                  for e in events if e.get("event") in ("eval_test", "eval_val")}.values())
+    sessions = [s for s in state.sessions(job["id"])]
+    codes = [s["code"] for s in sessions]
+    return {
+        "id": job["id"], "kind": "train", "regime": job["regime"], "config": job["config"], "variant": job["variant"],
+        "seed": job["seed"], "overrides": job["overrides"], "run_dir": str(run_dir.relative_to(state.root)),
+        "commit": codes[0]["commit"] if codes else None, "dirty": any(c["dirty"] for c in codes) if codes else None,
+        "commits": sorted({c["commit"] for c in codes}), "resumed": sum(1 for s in sessions if s.get("resumed")),
+        "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+        "epochs": summary["epochs"], "steps": summary["steps"],
+        "final": summary["last_epoch"], "best_epoch_on_test": summary["best_epoch"], "evals": evals,
+        "seconds": round(sum(s.get("seconds", 0.0) for s in sessions), 1),
+        "finished": now(), "resolved_config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+        "sessions": sessions,
+    }
+
+
+def robustness_dir(run_dir: Path, spec: str) -> Path:
+    return run_dir / "robustness" / spec.replace(":", "_")
+
+
+def run_robustness(state: State, job: dict[str, Any]) -> bool:
+    """``appt eval --corrupt KIND`` on the run's last checkpoint, one kind per process; True when done."""
+    run_dir = state.run_dir(job["of"])
+    for spec in job["corrupt"]:  # KIND (levels 1-5) or KIND:LEVEL
+        out = robustness_dir(run_dir, spec)
+        if (out / "robustness.json").is_file():
+            continue
+        cmd = appt_cmd("eval", "--run", str(run_dir), "--checkpoint", "last", "--corrupt", spec,
+                       "--out", str(out), "--no-progress")
+        session = run_child(state, job["id"], cmd, {"corrupt": spec})
+        if session["rc"] != 0 or not (out / "robustness.json").is_file():
+            return False
+    table: dict[str, dict[int, float]] = {}
+    clean = None
+    for spec in job["corrupt"]:
+        part = json.loads((robustness_dir(run_dir, spec) / "robustness.json").read_text())
+        for kind, levels in part["table"].items():
+            table.setdefault(kind, {}).update({int(level): float(v) for level, v in levels.items()})
+        clean = part["summary"]["clean"]
+    trained = state.result(job["of"]) or {}
+    sessions = state.sessions(job["id"])
+    write_json(state.result_path(job["id"]), {
+        "id": job["id"], "kind": "robustness", "of": job["of"], "regime": trained.get("regime"),
+        "variant": trained.get("variant"), "seed": trained.get("seed"), "checkpoint": "last",
+        "table": table, "summary": merged_robustness_summary(float(clean), table),
+        "commits": sorted({s["code"]["commit"] for s in sessions}), "dirty": any(s["code"]["dirty"] for s in sessions),
+        "seconds": round(sum(s.get("seconds", 0.0) for s in sessions), 1), "finished": now(), "sessions": sessions,
+    })
+    return True
+
+
+def merged_robustness_summary(clean: float, table: dict[str, dict[int, float]]) -> dict[str, Any]:
+    """appt's own summary of the merged table (mCE vs clean, ModelNet-C mCE, ...) when it imports;
+    otherwise (the module moved while the queue runs) its three plain means, computed here."""
+    try:
+        from appt.evaluation.robustness import robustness_summary
+
+        return robustness_summary(clean, table)
+    except ImportError:
+        scores = [v for levels in table.values() for v in levels.values()]
+        return {"clean": clean, "mean_corrupted": statistics.mean(scores),
+                "mean_drop": statistics.mean(clean - v for v in scores),
+                "per_kind_mean": {k: statistics.mean(levels.values()) for k, levels in table.items()}}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    state, plan = State(args.state), load_plan(args.plan)
+    only = re.compile(args.only) if args.only else None
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    with state.lock(), restore_signals(previous):
+        for sig in previous:
+            signal.signal(sig, stop)
+        if args.hours:  # a batch of limited length: stop then, as `stop` would (the run resumes later)
+            signal.setitimer(signal.ITIMER_REAL, args.hours * 3600)
+        say(f"worker {os.getpid()}: plan {args.plan}, state {state.root}, python {sys.executable}")
+        started = 0
+        try:
+            for job in plan["jobs"]:
+                if only and not only.search(job["id"]):
+                    continue
+                status = job_state(state, job, None, args.attempts)
+                if status in ("done", "waiting") or (status == "failed" and not args.retry_failed):
+                    continue
+                if args.max_jobs and started >= args.max_jobs:
+                    break
+                started += 1
+                while True:
+                    tic = time.time()
+                    say(f"{job['id']}: {'resuming' if status == 'partial' else 'starting'}")
+                    ok = (run_train if job["kind"] == "train" else run_robustness)(state, job)
+                    if ok:
+                        res = state.result(job["id"]) or {}
+                        acc = res.get("final", {}).get("overall_acc")
+                        say(f"{job['id']}: done in {time.time() - tic:.0f} s" +
+                            (f", last-epoch test OA {100 * acc:.2f} %" if acc is not None else ""))
+                        break
+                    last = (state.sessions(job["id"]) or [{}])[-1]
+                    if last.get("rc") == 0:  # stopped on purpose (train.stop_after_steps): resumable later
+                        say(f"{job['id']}: stopped before the end (resumes on the next run)")
+                        break
+                    fails = state.failures(job["id"])
+                    if fails >= args.attempts:
+                        say(f"{job['id']}: failed {fails} times; see {state.root / 'logs' / (job['id'] + '.log')}")
+                        break
+                    wait = BACKOFF_S[min(fails, len(BACKOFF_S)) - 1] if not args.no_backoff else 0
+                    say(f"{job['id']}: exit code {last.get('rc')} (failure {fails}); retrying in {wait} s")
+                    time.sleep(wait)
+        except Stop as exc:
+            say(f"worker stopped by {exc}; the interrupted job resumes on the next run")
+            return 0
+        say("worker: nothing left to start in this pass")
+    return 0
+
+
+@contextlib.contextmanager
+def restore_signals(previous: dict[Any, Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    worker = State(args.state).worker()
+    if not worker or not worker.get("pid"):
+        print("no worker is running")
+        return 0
+    os.kill(worker["pid"], signal.SIGTERM)
+    print(f"sent SIGTERM to worker {worker['pid']} (running {worker.get('current')})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# status and collect
+
+
+def progress_note(state: State, job: dict[str, Any]) -> str:
+    if job["kind"] != "train":
+        done = sum((robustness_dir(state.run_dir(job["of"]), k) / "robustness.json").is_file() for k in job["corrupt"])
+        return f"{done}/{len(job['corrupt'])} kinds"
+    events = read_events(state.run_dir(job["id"]))
+    epochs = [e for e in events if e.get("event") == "train_epoch"]
+    steps = [e.get("step", 0) for e in events if "step" in e]
+    if not epochs and not steps:
+        return ""
+    note = f"epoch {epochs[-1]['epoch'] if epochs else 0}, step {max(steps) if steps else 0}"
+    evals = [e for e in events if e.get("event") == "eval_test"]
+    if evals:
+        note += f", test OA {100 * evals[-1]['overall_acc']:.2f} % @ epoch {evals[-1]['epoch']}"
+    return note
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state, plan = State(args.state), load_plan(args.plan)
+    worker = state.worker()
+    counts: dict[str, int] = {}
+    rows = []
+    for job in plan["jobs"]:
+        st = job_state(state, job, worker, args.attempts)
+        counts[st] = counts.get(st, 0) + 1
+        res = state.result(job["id"])
+        if res and job["kind"] == "train":
+            note = f"test OA {100 * res['final']['overall_acc']:.2f} %, {res['seconds']:.0f} s" + \
+                   (", dirty" if res.get("dirty") else "")
+        elif res:
+            note = f"mean corrupted OA {100 * res['summary']['mean_corrupted']:.2f} %, {res['seconds']:.0f} s"
+        else:
+            note = progress_note(state, job)
+        if args.all or st not in ("pending", "waiting"):
+            rows.append(f"  {st:8s} {job['id']:36s} {note}")
+    print(f"plan {args.plan}: {len(plan['jobs'])} jobs; state {state.root}")
+    print("worker: " + (f"pid {worker.get('pid')}, running {worker.get('current')} (child {worker.get('child_pid')}), "
+                        f"since {worker.get('started')}" if worker else "none running"))
+    print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    print("\n".join(rows))
+    hidden = counts.get("pending", 0) + counts.get("waiting", 0)
+    if not args.all and hidden:
+        print(f"  ... and {hidden} pending or waiting for their training run (--all lists them)")
+    return 0
+
+
+def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, Any]],
+                      use_scipy: bool = True) -> dict[str, Any]:
+    """Per regime: per-variant figures and the paired differences (per seed) with 95 % t-intervals."""
+    out: dict[str, Any] = {}
+    for regime in dict.fromkeys(r["regime"] for r in results):
+        runs = [r for r in results if r["regime"] == regime]
+        # a regime may hold several settings per seed and variant (the data-size fractions): one cell each
+        cells: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            cell = "/".join(o for o in r["overrides"] if o.startswith("data.subset="))
+            cells.setdefault(cell, []).append(r)
+        entry: dict[str, Any] = {}
+        for cell, rs in cells.items():
+            by = {(r["variant"], r["seed"]): r for r in rs}
+            rob = {(x["variant"], x["seed"]): x for x in robustness if x.get("regime") == regime
+                   and (x["variant"], x["seed"]) in by and x["of"] == by[(x["variant"], x["seed"])]["id"]}
+            variants = {}
+            for v in dict.fromkeys(r["variant"] for r in rs):
+                oa = {r["seed"]: r["final"]["overall_acc"] for r in rs if r["variant"] == v}
+                macc = [r["final"]["mean_class_acc"] for r in rs if r["variant"] == v]
+                variants[v] = {"seeds": sorted(oa), "overall_acc": [oa[s] for s in sorted(oa)],
+                               "mean_overall_acc": statistics.mean(oa.values()),
+                               "sd_overall_acc": statistics.stdev(oa.values()) if len(oa) > 1 else None,
+                               "mean_class_acc": statistics.mean(macc),
+                               "trainable_params": next(r["trainable_params"] for r in rs if r["variant"] == v),
+                               "seconds_per_run": statistics.mean(r["seconds"] for r in rs if r["variant"] == v)}
+            paired = {}
+            for a, b in CONTRASTS:
+                seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
+                if not seeds:
+                    continue
+                pair = {"seeds": seeds, "overall_acc": paired_interval(
+                    [by[(a, s)]["final"]["overall_acc"] - by[(b, s)]["final"]["overall_acc"] for s in seeds], use_scipy),
+                    "mean_class_acc": paired_interval(
+                    [by[(a, s)]["final"]["mean_class_acc"] - by[(b, s)]["final"]["mean_class_acc"] for s in seeds], use_scipy)}
+                rseeds = [s for s in seeds if (a, s) in rob and (b, s) in rob]
+                if rseeds:
+                    pair["robustness_seeds"] = rseeds
+                    pair["mean_corrupted_acc"] = paired_interval(
+                        [rob[(a, s)]["summary"]["mean_corrupted"] - rob[(b, s)]["summary"]["mean_corrupted"]
+                         for s in rseeds], use_scipy)
+                paired[f"{a} - {b}"] = pair
+            entry[cell or "all"] = {"variants": variants, "paired": paired,
+                                    "commits": sorted({c for r in rs for c in r["commits"]}),
+                                    "dirty_runs": sum(1 for r in rs if r["dirty"])}
+        out[regime] = entry
+    return out
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    state, plan = State(args.state), load_plan(args.plan)
+    results = [r for j in plan["jobs"] if (r := state.result(j["id"]))]
+    train = [r for r in results if r["kind"] == "train"]
+    rob = [r for r in results if r["kind"] == "robustness"]
+    pending = [j["id"] for j in plan["jobs"] if not state.result_path(j["id"]).is_file()]
+    strip = ("sessions", "resolved_config") if args.brief else ()
+    payload = {
+        "benchmark": "regimes (issue 14)", "written": now(), "plan": os.path.relpath(args.plan, ROOT),
+        "complete": not pending, "jobs_done": len(results), "jobs_pending": pending,
+        "metric": "last-epoch test overall accuracy (fraction) on the whole official test split; paired "
+                  "differences per seed, mean and 95 % Student-t interval (n - 1 degrees of freedom)",
+        "summary": summarize_regimes(train, rob),
+        "runs": [{k: v for k, v in r.items() if k not in strip} for r in train],
+        "robustness": [{k: v for k, v in r.items() if k not in strip} for r in rob],
+    }
+    out = Path(args.out or RESULTS / f"regimes_{time.strftime('%Y-%m-%d')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, payload)
+    print(f"{len(results)} finished jobs ({len(pending)} pending) -> {out}")
+    for regime, cells in payload["summary"].items():
+        for cell, e in cells.items():
+            for name, p in e["paired"].items():
+                oa = p["overall_acc"]
+                ci = f"[{100 * oa['ci95'][0]:+.2f}, {100 * oa['ci95'][1]:+.2f}]" if oa["ci95"] else "(n = 1)"
+                print(f"  {regime} {cell}: {name}: {100 * oa['mean']:+.2f} points OA, 95 % CI {ci}, n = {oa['n']}")
+    return 0
+
+
+def cmd_plan_regimes(args: argparse.Namespace) -> int:
+    write_plan(Path(args.plan), regimes_plan())
+    print(f"wrote {args.plan} ({len(regimes_plan()['jobs'])} jobs)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--plan", default=str(PLAN))
+    p.add_argument("--state", default=str(STATE))
+    p.add_argument("--attempts", type=int, default=4, help="failures before a job is given up (default 4)")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="work through the plan")
+    r.add_argument("--only", help="regular expression on job ids")
+    r.add_argument("--max-jobs", type=int, default=0, help="start at most this many jobs (0 = all)")
+    r.add_argument("--retry-failed", action="store_true", help="also retry jobs given up earlier")
+    r.add_argument("--hours", type=float, default=0.0,
+                   help="stop after this many hours (the interrupted run resumes on the next run; 0 = no limit)")
+    r.add_argument("--no-backoff", action="store_true", help="retry failures at once (tests)")
+    s = sub.add_parser("status", help="done / running / partial / failed / pending")
+    s.add_argument("--all", action="store_true", help="list pending jobs too")
+    sub.add_parser("stop", help="SIGTERM the worker (the run resumes later)")
+    c = sub.add_parser("collect", help="summary JSON with paired differences")
+    c.add_argument("--out")
+    c.add_argument("--brief", action="store_true", help="leave out sessions and resolved configs")
+    sub.add_parser("plan-regimes", help="write issue 14's plan to --plan")
+    args = p.parse_args(argv)
+    return {"run": cmd_run, "status": cmd_status, "stop": cmd_stop, "collect": cmd_collect,
+            "plan-regimes": cmd_plan_regimes}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

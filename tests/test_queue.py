@@ -1,0 +1,132 @@
+"""benchmarks/run_queue.py: the resumable queue of training runs, and its paired-difference math."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import run_queue
+
+DATA = ROOT.parent / "shared" / "data" / "modelnet10_pcd" / "ModelNet10" / "pcd"
+
+
+def test_paired_interval_matches_a_hand_computed_example() -> None:
+    # diffs 1, 2, 3, 6: mean 3, sd = sqrt(14 / 3) = 2.160247, se = sd / 2 = 1.080123,
+    # t(0.975, 3 df) = 3.182446 -> half-width 3.437435, interval [-0.437435, 6.437435]
+    for use_scipy, tol in ((True, 1e-5), (False, 1e-3)):  # scipy, and the built-in t table
+        p = run_queue.paired_interval([1.0, 2.0, 3.0, 6.0], use_scipy=use_scipy)
+        assert p["n"] == 4 and p["mean"] == 3.0
+        assert math.isclose(p["sd"], 2.160247, abs_tol=1e-6) and math.isclose(p["se"], 1.080123, abs_tol=1e-6)
+        assert math.isclose(p["t"], 3.182446, abs_tol=tol)
+        assert p["ci95"][0] == pytest.approx(-0.437435, abs=tol) and p["ci95"][1] == pytest.approx(6.437435, abs=tol)
+    assert run_queue.paired_interval([0.5])["ci95"] is None  # one pair: a mean, no interval
+    assert run_queue.t_critical(1, use_scipy=False) == 12.706 and run_queue.t_critical(29, use_scipy=False) == 2.045
+
+
+def test_regime_summary_pairs_variants_by_seed() -> None:
+    def run(variant: str, seed: int, oa: float) -> dict:
+        return {"id": f"{variant}-{seed}", "regime": "r", "variant": variant, "seed": seed, "overrides": ["data.subset=100"],
+                "final": {"overall_acc": oa, "mean_class_acc": oa - 0.05}, "trainable_params": 1, "seconds": 1.0,
+                "commits": ["abc"], "dirty": True}
+
+    results = [run("appt", 0, 0.80), run("encoder_only", 0, 0.78), run("appt", 1, 0.82), run("encoder_only", 1, 0.83),
+               run("appt", 2, 0.81), run("random_backbone", 2, 0.80)]  # encoder_only seed 2 missing: not paired
+    rob = [{"of": "appt-0", "regime": "r", "variant": "appt", "seed": 0, "summary": {"mean_corrupted": 0.6}},
+           {"of": "encoder_only-0", "regime": "r", "variant": "encoder_only", "seed": 0, "summary": {"mean_corrupted": 0.5}}]
+    cell = run_queue.summarize_regimes(results, rob)["r"]["data.subset=100"]
+    enc = cell["paired"]["appt - encoder_only"]
+    assert enc["seeds"] == [0, 1] and enc["overall_acc"]["diffs"] == pytest.approx([0.02, -0.01])
+    assert enc["overall_acc"]["mean"] == pytest.approx(0.005)
+    half = 12.7062 * statistics_sd([0.02, -0.01]) / math.sqrt(2)
+    assert enc["overall_acc"]["ci95"] == pytest.approx([0.005 - half, 0.005 + half], abs=1e-5)
+    assert enc["mean_corrupted_acc"]["diffs"] == pytest.approx([0.1]) and enc["robustness_seeds"] == [0]
+    assert cell["paired"]["appt - random_backbone"]["overall_acc"]["n"] == 1
+    assert cell["variants"]["appt"]["overall_acc"] == [0.80, 0.82, 0.81] and cell["dirty_runs"] == 6
+
+
+def statistics_sd(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() -> None:
+    plan = run_queue.load_plan(run_queue.PLAN)
+    assert run_queue.PLAN.read_text().split("jobs:\n", 1)[1] == \
+        "\n".join("  - " + json.dumps(j) for j in run_queue.regimes_plan()["jobs"]) + "\n"
+    first = [(j["seed"], j["variant"]) for j in plan["jobs"][:15]]
+    assert first == [(s, v) for s in range(5) for v in ("appt", "encoder_only", "random_backbone")]
+    assert all(j["regime"] == "minilm_fewshot_10" and "data.subset=10/class" in j["overrides"] for j in plan["jobs"][:15])
+    assert all(j["kind"] == "robustness" for j in plan["jobs"][75:]) and len(plan["jobs"]) == 150
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
+def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
+    """Two tiny real runs; the first stops after step 3 of 4 (as a killed worker would leave it),
+    the next `run` resumes it from its checkpoint and skips the finished one (and the robustness
+    evaluation of that one, one corruption at one level); a second worker on the same state is refused."""
+    tiny = ["data.subset=20", "data.test_subset=10", "data.num_points=64", "data.batch_size=8",
+            "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=1"]
+    config = "configs/modelnet10_minilm.yaml"
+    jobs = [{"id": "a", "regime": "tiny", "config": config, "variant": "appt", "seed": 0,
+             "overrides": [*tiny, "train.stop_after_steps=3"]},
+            {"id": "b", "regime": "tiny", "config": config, "variant": "encoder_only", "seed": 0, "overrides": tiny},
+            {"id": "robust-b", "kind": "robustness", "of": "b", "corrupt": ["jitter:1"]}]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "t", "defaults": {"overrides": ["train.checkpoint_every=1"]}, "jobs": jobs}))
+    state = tmp_path / "state"
+    common = ["--plan", str(plan), "--state", str(state)]
+
+    assert run_queue.main([*common, "run", "--no-backoff"]) == 0
+    st = run_queue.State(state)
+    jobs = run_queue.load_plan(plan)["jobs"]
+    assert [run_queue.job_state(st, j, None, 4) for j in jobs] == ["partial", "done", "done"]
+    rob = st.result("robust-b")  # appt eval --checkpoint last --corrupt jitter:1 on b's run
+    assert list(rob["table"]) == ["jitter"] and list(rob["table"]["jitter"]) == ["1"]
+    assert rob["summary"]["clean"] == st.result("b")["final"]["overall_acc"] and rob["variant"] == "encoder_only"
+    b_result = st.result_path("b").read_text()
+
+    assert run_queue.main([*common, "run", "--no-backoff"]) == 0
+    assert [run_queue.job_state(st, j, None, 4) for j in jobs] == ["done", "done", "done"]
+    assert st.result_path("b").read_text() == b_result and len(st.sessions("b")) == 1  # skipped
+    a = st.result("a")
+    assert a["resumed"] == 1 and a["steps"] == 4 and a["variant"] == "appt" and a["seed"] == 0
+    assert [s["resumed"] for s in a["sessions"]] == [False, True]
+    assert any(e.get("event") == "resume" for e in run_queue.read_events(st.run_dir("a")))
+    assert [e["epoch"] for e in a["evals"]] == [1, 2] and a["final"]["epoch"] == 2
+    assert a["resolved_config"]["train"]["seed"] == 0 and a["resolved_config"]["model"]["variant"] == "appt"
+    assert len(a["commit"]) == 40 and isinstance(a["dirty"], bool) and a["trainable_params"] > 0
+
+    with st.lock(), pytest.raises(SystemExit, match="another worker"):  # one worker per state
+        run_queue.main([*common, "run"])
+    assert run_queue.main([*common, "run"]) == 0 and len(st.sessions("a")) == 2  # nothing left to start
+
+    out = tmp_path / "summary.json"
+    assert run_queue.main([*common, "collect", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["complete"] and summary["summary"]["tiny"]["data.subset=20"]["paired"]["appt - encoder_only"]["overall_acc"]["n"] == 1
+
+
+def test_worker_stops_after_its_hours_and_leaves_the_job_resumable(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``run --hours H`` ends the batch after H hours the way ``stop`` does (the job is interrupted)."""
+    import time
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "t", "jobs": [
+        {"id": "slow", "regime": "r", "config": "c.yaml", "variant": "appt", "seed": 0}]}))
+
+    def slow_job(state, job):
+        time.sleep(30)
+        return True
+
+    monkeypatch.setattr(run_queue, "run_train", slow_job)
+    tic = time.time()
+    assert run_queue.main(["--plan", str(plan), "--state", str(tmp_path / "s"), "run", "--hours", str(1 / 3600)]) == 0
+    assert time.time() - tic < 10 and "worker stopped by SIGALRM" in capsys.readouterr().out
+    assert not run_queue.State(tmp_path / "s").result_path("slow").exists()
