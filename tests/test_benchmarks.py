@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,41 @@ def test_gpu_script_runs_cost_and_geometry_benchmarks_on_cpu(tmp_path: Path) -> 
         assert total["appt_over_fastest"] == pytest.approx(medians["appt"] / medians[fastest], rel=1e-12)
         paired = statistics.median(a / f for a, f in zip(rounds["appt"], rounds[fastest]))
         assert total["appt_over_fastest_paired"] == pytest.approx(paired, rel=1e-12)
+
+
+def test_gpu_learning_script_runs_paired_variants_from_a_bundle_on_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_learning.sh (issue 14's decisive GPU run) end to end on CPU at tiny size: a
+    bundle of the real config with 20 real shapes, 1 epoch, appt and random_backbone (its random
+    twin built from the pretrained bundle) side by side for one seed; the collector's JSON and the
+    runs' tarball are all that lands in $OUT."""
+    from appt.training.bundle import create_bundle
+    from appt.training.config import load_config
+
+    bundle, out = tmp_path / "bundle", tmp_path / "out"
+    cfg = load_config(ROOT / "configs" / "modelnet10_minilm.yaml",
+                      ["data.subset=2/class", "data.test_subset=10", "data.num_points=256", "data.batch_size=8",
+                       f"data.options.cache_dir={tmp_path / 'cache'}"])
+    create_bundle(cfg, bundle, progress=False)
+    _run(["bash", str(BENCH / "gpu_learning.sh"), "--max-minutes", "5"], APPT_BUNDLE=str(bundle), OUT=str(out),
+         WORK=str(tmp_path / "work"), EPOCHS="1", SEEDS="0", VARIANTS="appt random_backbone", EVAL_EVERY="1",
+         NUM_WORKERS="0", OMP_NUM_THREADS="1")
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_learning.json", "gpu_learning_runs.tar.gz"]
+    result = json.loads((out / "gpu_learning.json").read_text())
+    assert result["complete"] and result["runs_finished"] == result["runs_planned"] == 2 and not result["runs_unfinished"]
+    assert result["settings"]["precision"] == "no" and result["bundle"]["splits"]["train"]["shapes"] == 20
+    runs = {r["id"]: r for r in result["runs"]}
+    assert set(runs) == {"appt-s0", "random_backbone-s0"}
+    for r in runs.values():
+        assert r["rc"] == 0 and r["finished"] and len(r["evals"]) == 1 and r["summary"]["epochs"] == 1
+        assert r["resolved_config"]["model"]["variant"] == r["variant"] and r["resolved_config"]["bundle"] == str(bundle)
+    summary = result["summary"]
+    assert set(summary["variants"]) == {"appt", "random_backbone"} and set(summary["paired"]) == {"appt - random_backbone"}
+    diff = runs["appt-s0"]["final"]["overall_acc"] - runs["random_backbone-s0"]["final"]["overall_acc"]
+    assert summary["paired"]["appt - random_backbone"]["overall_acc"]["diffs"] == [diff]
+    with tarfile.open(out / "gpu_learning_runs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {f"./{i}/{f}" for i in runs for f in ("summary.json", "metrics.jsonl", "config.yaml")} <= names
+    assert {f"./{i}.log" for i in runs} <= names and not any("checkpoints" in n for n in names)
 
 
 def test_inference_benchmark_runs_appt_predict(tmp_path: Path) -> None:

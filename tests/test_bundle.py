@@ -23,8 +23,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from appt.backbones import BackboneSpec, build_backbone
-from appt.backbones.bundled import load_staged, stage_backbone
+from appt.backbones.bundled import frozen_tensors, load_staged, stage_backbone, use_bundle
 from appt.cli.main import main
+from appt.errors import CheckpointError, ConfigError
 from appt.training.builders import build_data, build_model
 from appt.training.bundle import create_bundle, load_bundle_config
 from appt.training.config import load_config
@@ -157,6 +158,22 @@ def test_float32_bundle_reproduces_data_and_model_exactly(bundle32: Path, work: 
         assert torch.equal(m1.eval()(points), m2.eval()(points))
 
 
+def test_random_backbone_runs_from_a_bundle_of_the_pretrained_one_with_the_same_random_weights(
+        bundle32: Path, work: Path) -> None:
+    """random_backbone needs no staged weights: its random twin (same config, seed and class token id)
+    is the model a run without a bundle builds, so the three variants run from one bundle."""
+    random = ["model.variant=random_backbone"]
+    source, bundled = load_config(work / "small.yaml", random), load_bundle_config(bundle32, random)
+    m1, m2 = build_model(source, build_data(source)), build_model(bundled, build_data(bundled))
+    assert m1.backbone.spec == m2.backbone.spec and m2.backbone.spec.identity() == "hf_text:minilm:random"
+    f1, f2 = frozen_tensors(m1.backbone), frozen_tensors(m2.backbone)
+    assert f1.keys() == f2.keys() and all(torch.equal(f1[k], f2[k]) for k in f1)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    staged = load_file(str(bundle32 / "backbone" / "weights.safetensors"))
+    assert not torch.equal(staged["cls_token"], f2["cls_token"])  # not the pretrained tensors
+
+
 def test_float16_bundle_holds_the_used_backbone_tensors_rounded_and_no_word_embeddings(bundle16: Path, work: Path) -> None:
     manifest = json.loads((bundle16 / "manifest.json").read_text())
     staged = load_file(str(bundle16 / "backbone" / "weights.safetensors"))
@@ -207,11 +224,17 @@ def test_settings_fixed_at_bundling_cannot_be_changed(bundle16: Path, work: Path
         assert main(["train", "--bundle", str(bundle16), "--set", override, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and key in err and "appt bundle" in err
-    # a model that needs another frozen backbone than the staged one
+    # a model that needs another frozen backbone than the staged one (random_backbone with the staged
+    # spec is its random twin; with another seed it is not)
     assert main(["train", "--bundle", str(bundle16), "--set", "model.variant=random_backbone",
-                 "--set", f"run_dir={work / 'refused'}", "--no-progress"]) == 2
+                 "--set", "model.backbone.options.seed=1", "--set", f"run_dir={work / 'refused'}", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "hf_text:minilm:random" in err and "the bundle holds hf_text:minilm" in err
+    assert len(err.splitlines()) == 1 and "'seed': 1" in err and "the bundle holds hf_text:minilm" in err
+    # a bundle made before the class token id was kept cannot build the random twin
+    entry = {**json.loads((bundle16 / "manifest.json").read_text())["backbone"]}
+    entry.pop("random_twin")
+    with use_bundle(bundle16 / "backbone", entry), pytest.raises(ConfigError, match="the bundle holds hf_text:minilm"):
+        build_backbone(BackboneSpec("hf_text", "minilm", pretrained=False))
     # an existing, non-empty folder is never overwritten
     assert main(["bundle", "--config", str(work / "small.yaml"), "--out", str(bundle16), "--no-progress"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
@@ -233,6 +256,12 @@ def test_point_mae_and_timm_backbones_are_rebuilt_from_the_bundle(spec: Backbone
         for x, y in zip(original.blocks, rebuilt.blocks):
             assert torch.equal(x(tokens), y(tokens))
         assert torch.equal(original.final_norm(tokens), rebuilt.final_norm(tokens))
+    # staged tensors that do not fit the rebuilt architecture are refused, naming the family
+    weights = tmp_path / "weights.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if k != next(iter(state))}, str(weights))
+    with pytest.raises(CheckpointError, match=f"do not fit the rebuilt {spec.family} backbone"):
+        load_staged(tmp_path, entry)
 
 
 def test_the_bare_class_token_of_pretrained_weights_is_staged(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from appt.errors import ConfigError
-from appt.training.config import config_from_dict, expand_env, load_config, parse_override, save_config
+from appt.training.config import config_from_dict, load_config, save_config
+from appt.training.config_files import expand_env, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 

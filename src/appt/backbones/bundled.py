@@ -49,9 +49,10 @@ def _rebuild_spec(backbone: Backbone, spec: BackboneSpec) -> dict[str, Any]:
     """A spec that rebuilds ``backbone``'s architecture with random weights and no download.
     ``name`` is relative to the staged folder for ``hf_text``."""
     if spec.family == "hf_text":
-        # The adapter's own options carry over (e.g. MPNet's relative_bias); the class token itself
-        # is staged, so any valid token id will do for the rebuild.
-        options = {**spec.options, "cls_token_id": 0}
+        # The adapter's own options carry over (e.g. MPNet's relative_bias). The class token itself
+        # is staged; its id is kept so that the random twin (random_backbone) matches the run without
+        # a bundle, where the tokenizer gives it.
+        options = {**spec.options, "cls_token_id": int(backbone.cls_token_id)}
         return {"family": "hf_text", "name": ".", "pretrained": False, "checkpoint": None, "options": options}
     if spec.family == "timm_vit":
         return {"family": "timm_vit", "name": spec.name, "pretrained": False, "checkpoint": None,
@@ -107,6 +108,7 @@ def stage_backbone(spec: BackboneSpec, folder: str | os.PathLike, dtype: str = "
         "tensors": len(tensors),
         "parameters": int(sum(t.numel() for t in tensors.values())),
         "rebuild": rebuild,
+        "random_twin": spec.family in ("hf_text", "timm_vit"),  # random_backbone can run from this bundle
     }
 
 
@@ -131,18 +133,8 @@ def load_staged(folder: str | os.PathLike, entry: dict[str, Any], spec: Backbone
     """
     from safetensors.torch import load_file
 
-    from appt.backbones import build_backbone
-
     folder = Path(folder)
-    rebuild = dict(entry["rebuild"])
-    if rebuild["family"] == "hf_text":
-        rebuild["name"] = str((folder / rebuild["name"]).resolve())
-    global _ACTIVE
-    active, _ACTIVE = _ACTIVE, None  # the rebuild itself is an ordinary build
-    try:
-        backbone = build_backbone(BackboneSpec(**rebuild))
-    finally:
-        _ACTIVE = active
+    backbone = _rebuild(folder, entry["rebuild"])
     path = folder / WEIGHTS_FILE
     try:
         state = load_file(str(path))
@@ -153,7 +145,7 @@ def load_staged(folder: str | os.PathLike, entry: dict[str, Any], spec: Backbone
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
         raise CheckpointError(
-            f"{path}: tensors do not fit the rebuilt {rebuild['family']} backbone "
+            f"{path}: tensors do not fit the rebuilt {entry['rebuild']['family']} backbone "
             f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'}; "
             f"shape differs: {', '.join(wrong[:3]) or 'none'})"
         )
@@ -165,6 +157,32 @@ def load_staged(folder: str | os.PathLike, entry: dict[str, Any], spec: Backbone
         backbone.get_buffer(name).copy_(state[name])
     backbone.float()
     backbone.spec = spec or BackboneSpec(**entry["spec"])
+    return backbone.freeze().eval()
+
+
+def _rebuild(folder: Path, rebuild: dict[str, Any]) -> Backbone:
+    """The staged architecture with random weights (an ordinary build, no bundle active)."""
+    from appt.backbones import build_backbone
+
+    rebuild = dict(rebuild)
+    if rebuild["family"] == "hf_text":
+        rebuild["name"] = str((folder / rebuild["name"]).resolve())
+    global _ACTIVE
+    active, _ACTIVE = _ACTIVE, None
+    try:
+        return build_backbone(BackboneSpec(**rebuild))
+    finally:
+        _ACTIVE = active
+
+
+def random_twin(folder: str | os.PathLike, entry: dict[str, Any], spec: BackboneSpec) -> Backbone:
+    """``spec`` (the staged spec with ``pretrained=False``, as ``random_backbone`` asks for): the
+    staged architecture with the random weights a run without a bundle gets (same config, same seed
+    ``options.seed``, same class token id); float32, frozen, eval mode. Nothing staged is loaded."""
+    rebuild = entry["rebuild"]
+    backbone = _rebuild(Path(folder), {**rebuild, "options": {**rebuild["options"], **spec.options}})
+    backbone.float()
+    backbone.spec = spec
     return backbone.freeze().eval()
 
 
@@ -184,11 +202,17 @@ def staged_backbone(spec: BackboneSpec) -> Backbone | None:
     """The staged backbone for ``spec`` while :func:`use_bundle` is active, else ``None``.
 
     The ``none`` family needs nothing staged. Any other spec must equal the staged one: a run
-    from a bundle cannot fetch another backbone.
+    from a bundle cannot fetch another backbone. The one exception is the staged spec with
+    ``pretrained=False`` (``random_backbone``) of ``hf_text`` and ``timm_vit``, which needs no
+    weights: :func:`random_twin` (for bundles whose manifest says ``random_twin``; older ``hf_text``
+    bundles did not keep the class token id, so they refuse it).
     """
     if _ACTIVE is None or spec.family == "none":
         return None
     entry = _ACTIVE["entry"]
+    if (entry is not None and entry.get("random_twin") and not spec.pretrained
+            and entry["spec"] == {**spec.to_dict(), "pretrained": True}):
+        return random_twin(_ACTIVE["folder"], entry, spec)
     if entry is None or entry["spec"] != spec.to_dict():
         staged = "nothing" if entry is None else f"{entry['identity']} {entry['spec']}"
         raise ConfigError(

@@ -147,6 +147,7 @@ class HFTextBackbone(Backbone):
         model = getattr(model, "text_model", model)  # transformers 4.x nests CLIP text one level deeper
         self.width = int(config.hidden_size)
         token_id = _class_token_id(path, config, spec.options, is_clip)
+        self.cls_token_id = token_id  # a bundle's random twin (random_backbone) needs it without a tokenizer
         emb = model.embeddings
         if is_clip:
             cls = emb.token_embedding.weight[token_id] + emb.position_embedding.weight[0]

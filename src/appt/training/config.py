@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +29,21 @@ from typing import Any
 import yaml
 
 from appt.errors import ConfigError
+from appt.training.config_files import (
+    check_keys,
+    coerce,
+    deep_merge,
+    expand_env_tree,
+    parse_override,
+    read_with_bases,
+    set_dotted,
+    to_dataclass,
+)
 
 PRECISIONS = ("no", "fp16", "bf16")
 CHECKPOINT_MODES = ("off", "backbone", "all")  # = appt.recompute.CHECKPOINT_MODES (no torch import here)
 FROZEN_DTYPES = ("auto", "fp32")  # = appt.models.frozen_dtype.FROZEN_DTYPES
 SCHEDULES = ("cosine", "step")
-SHIPPED_PREFIX = "appt:"  # base: [appt:minilm] names a config shipped in the package
 
 
 @dataclass
@@ -118,7 +125,7 @@ class RunConfig:
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML config (following ``base:``), apply ``key=value`` overrides, validate types."""
     path = Path(path)
-    raw = _read_with_bases(path, seen=())
+    raw = read_with_bases(path, seen=())
     raw.setdefault("name", path.stem)
     for item in overrides:
         key, value = parse_override(item)
@@ -131,8 +138,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     check_keys(RunConfig, raw, "", source)
-    raw = _expand_env(deep_merge(RunConfig().to_dict(), raw))
-    cfg = _to_dataclass(RunConfig, raw, prefix="", source=source)
+    raw = expand_env_tree(deep_merge(RunConfig().to_dict(), raw))
+    cfg = to_dataclass(RunConfig, raw, prefix="", source=source)
     # Relative paths are relative to where the command runs; stored absolute so that the saved
     # copy of the config (and --resume) works from any folder.
     cfg.data.root = _absolute(cfg.data.root)
@@ -195,198 +202,3 @@ def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:
     """Write the fully resolved config (no ``base:``, env vars expanded) as YAML."""
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
     Path(path).write_text(text)
-
-
-def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: circular base: chain")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    bases = raw.pop("base", None) or []
-    merged: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        merged = deep_merge(merged, _read_with_bases(base_path(base, path.parent), seen + (path.resolve(),)))
-    return deep_merge(merged, raw)
-
-
-def base_path(base: str, folder: Path) -> Path:
-    """Where a ``base:`` entry points: ``appt:NAME`` is a config shipped inside the package
-    (:mod:`appt.configs`, so a YAML anywhere can name it), anything else a path relative to ``folder``."""
-    if isinstance(base, str) and base.startswith(SHIPPED_PREFIX):
-        from appt.configs import shipped_config
-
-        return shipped_config(base[len(SHIPPED_PREFIX):])
-    return folder / base
-
-
-def read_bases(bases: list[str], folder: Path) -> dict[str, Any]:
-    """The merge of ``bases`` (as a ``base:`` list written in ``folder`` would give)."""
-    merged: dict[str, Any] = {}
-    for base in bases:
-        merged = deep_merge(merged, _read_with_bases(base_path(base, folder), seen=()))
-    return merged
-
-
-def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """``b`` over ``a``; nested mappings merge key by key, everything else is replaced."""
-    out = dict(a)
-    for key, value in b.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# overrides
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``; the value is read as YAML."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    return key, value
-
-
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``raw["a"]["b"] = value`` for ``key="a.b"``, creating mappings on the way."""
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-# ----------------------------------------------------------------------------------------------
-# environment variables in strings: ${VAR} and ${VAR:-default}
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(text: str) -> str:
-    """Replace ``${VAR}`` / ``${VAR:-default}``; an unset variable without default -> ConfigError."""
-
-    def sub(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1))
-        if value:
-            return value
-        if m.group(2) is None:
-            raise ConfigError(f"environment variable {m.group(1)} is not set (used in {text!r})")
-        return m.group(2)
-
-    return _ENV.sub(sub, text)
-
-
-def _expand_env(node: Any) -> Any:
-    if isinstance(node, str):
-        return expand_env(node)
-    if isinstance(node, dict):
-        return {k: _expand_env(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_env(v) for v in node]
-    return node
-
-
-# ----------------------------------------------------------------------------------------------
-# dict -> dataclass with type checks (shared with builders for APPTConfig / BackboneSpec)
-
-
-def check_keys(cls: type, raw: dict[str, Any], prefix: str, source: str) -> None:
-    """ConfigError naming the first key of ``raw`` that ``cls`` has no field for."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            raise ConfigError(
-                f"{source}: unknown config key '{prefix}{key}' (known: {', '.join(sorted(names))})"
-            )
-
-
-def _to_dataclass(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.')} must be a mapping")
-    check_keys(cls, raw, prefix, source)
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in raw.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _to_dataclass(hint, value or {}, f"{prefix}{key}.", source)
-        else:
-            kwargs[key] = coerce(value, hint, f"{prefix}{key}", source)
-    return cls(**kwargs)
-
-
-def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check ``value`` against a type hint, converting the lossless cases (``"1e-3"`` -> float)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        if type(value) in args:  # int | float keeps 1.0 (a fraction) apart from 1 (a count)
-            return value
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, arg, key, source)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin in (list, tuple) or hint in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            if origin is not tuple:
-                raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
-            value = [value]  # a single stage value, e.g. neighbors: 16
-        item = args[0] if args else Any
-        items = [coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-    return value

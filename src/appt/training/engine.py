@@ -5,6 +5,11 @@ the data order of ``(seed, epoch)`` (:mod:`appt.training.loaders`), the augmenta
 ``(seed, epoch, index)`` (the datasets), and torch's global RNG — used by dropout — reseeded from
 ``(seed, process, step)`` before every step. The resumable checkpoint then only needs the weights,
 optimizer, scheduler, and the position in the epoch.
+
+Why one file of over 300 lines: the loop and the code that saves and restores its state
+(``_save_resume`` / ``_load_resume``) must change together for resuming to stay exact, so they
+are read side by side; the pieces without loop state live beside it (``builders``, ``loaders``,
+``checkpoint``, ``evaluate``).
 """
 
 from __future__ import annotations

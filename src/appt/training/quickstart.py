@@ -21,7 +21,13 @@ from typing import Any
 
 from appt.data.detect import DataLayout
 from appt.errors import ConfigError
-from appt.training.config import RunConfig, config_from_dict, deep_merge, parse_override, read_bases, set_dotted
+from appt.training.config import RunConfig, config_from_dict
+from appt.training.config_files import (
+    deep_merge,
+    parse_override,
+    read_bases,
+    set_dotted,
+)
 
 SHIPPED_BACKBONES = ("minilm", "mpnet", "vit_b16", "point_mae")
 DEFAULT_VAL_FRACTION = 0.2
