@@ -208,6 +208,24 @@ def test_loading_into_another_backbone_fails_clearly(tmp_path):
     random_twin = APPTForClassification(small_config(BackboneSpec("hf_text", "minilm", pretrained=False)))
     with pytest.raises(CheckpointError, match="random"):
         random_twin.load_trained(tmp_path / "minilm")
+    random_twin.save_pretrained(tmp_path / "random0")
+    other_seed = APPTForClassification(
+        small_config(BackboneSpec("hf_text", "minilm", pretrained=False, options={"seed": 1}))
+    )
+    with pytest.raises(CheckpointError, match="seed=1"):  # other random frozen tensors: refused, not silently wrong
+        other_seed.load_trained(tmp_path / "random0")
+
+
+def test_backbone_identity_names_what_changes_the_frozen_function() -> None:
+    """Defaults are left out, so weights saved before options joined the identity still load."""
+    assert BackboneSpec("hf_text", "minilm").identity() == "hf_text:minilm"
+    assert BackboneSpec("hf_text", "minilm", options={"seed": 3}).identity() == "hf_text:minilm"  # loaded weights
+    assert BackboneSpec("hf_text", "minilm", pretrained=False, options={"seed": 0}).identity() == "hf_text:minilm:random"
+    assert BackboneSpec("hf_text", "mpnet", options={"relative_bias": True}).identity() == "hf_text:mpnet"
+    assert BackboneSpec("hf_text", "mpnet", options={"relative_bias": False}).identity() == "hf_text:mpnet[relative_bias=False]"
+    assert BackboneSpec("point_mae", "", pretrained=False, options={"heads": 12, "seed": 2}).identity() == (
+        "point_mae::random[heads=12,seed=2]"
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

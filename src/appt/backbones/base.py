@@ -15,6 +15,11 @@ from torch import Tensor, nn
 from appt.errors import ConfigError
 
 
+# Option values that are the same as leaving the option out (see ``BackboneSpec.identity``).
+IDENTITY_DEFAULTS: dict[str, Any] = {"seed": 0, "relative_bias": True}
+_UNSET = object()
+
+
 @dataclass
 class BackboneSpec:
     """What names a backbone in configs and saved checkpoints.
@@ -39,8 +44,19 @@ class BackboneSpec:
 
     def identity(self) -> str:
         """A string that differs whenever the frozen backbone differs (for load checks): trained
-        weights made on a randomly initialised backbone do not fit its pretrained twin."""
-        return f"{self.family}:{self.name}" + ("" if self.pretrained else ":random")
+        weights made on a randomly initialised backbone do not fit its pretrained twin, nor those of
+        one random seed another's, nor weights made with an option that changes what the frozen
+        blocks compute (MPNet's ``relative_bias``, a class token id, a Point-MAE head count).
+
+        Options left at their defaults are not written, so the identities of weights saved before
+        options were part of it still match: ``hf_text:minilm``, ``hf_text:minilm:random``.
+        """
+        options = {
+            key: value for key, value in sorted(self.options.items())
+            if not (key == "seed" and self.pretrained) and IDENTITY_DEFAULTS.get(key, _UNSET) != value
+        }
+        written = ",".join(f"{key}={value}" for key, value in options.items())
+        return f"{self.family}:{self.name}" + ("" if self.pretrained else ":random") + (f"[{written}]" if written else "")
 
 
 class Backbone(nn.Module):
