@@ -13,7 +13,7 @@ their values) and per variant, this measures
 * checkpoint size: the bytes ``save_pretrained`` writes vs a safetensors file of the whole model.
 
 Rows are variants, optionally with the training step's memory settings appended
-(``VARIANT+ckpt_backbone|+ckpt_all`` = ``train.activation_checkpointing``, ``+bf16`` = frozen
+(``VARIANT+ckpt_backbone|+ckpt_all|+ckpt_selective`` = ``train.activation_checkpointing``, ``+bf16`` = frozen
 weights stored and run in bf16, ``train.frozen_dtype`` on a bf16 run); such a row is also compared
 with its plain variant from the same interleaved rounds (``vs_plain_variant``).
 
@@ -45,8 +45,8 @@ import common
 LABEL_SMOOTHING, GRAD_CLIP = 0.2, 10.0  # the engine's defaults (training/config.py)
 GOALS = {"throughput_ratio_min": 1.3, "peak_memory_ratio_max": 0.6, "checkpoint_fraction_max": 0.05}
 # Issue 17: appt with checkpointing at <= 0.5x full fine-tuning's peak, step <= 1.3x appt without it.
-LOW_MEMORY_ROW, LOW_MEMORY_GOALS = "appt+ckpt_all", {"peak_memory_ratio_max": 0.5, "step_time_vs_appt_max": 1.3}
-MEMORY_ROWS = "appt+ckpt_backbone,appt+ckpt_all"
+LOW_MEMORY_ROW, LOW_MEMORY_GOALS = "appt+ckpt_selective", {"peak_memory_ratio_max": 0.5, "step_time_vs_appt_max": 1.3}
+MEMORY_ROWS = "appt+ckpt_backbone,appt+ckpt_all,appt+ckpt_selective"
 BF16_ROW = "appt+ckpt_all+bf16"  # default only on CUDA, a native-bf16 CPU or --quick (emulated at ViT-B: > 24 min)
 
 
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--backbones", default="vit_b,point_mae")
     p.add_argument("--variants", default=None,
                    help="encoder_only (the trainable embedding + head alone) shows the floor every variant pays; "
-                        "VARIANT+ckpt_backbone / +ckpt_all / +bf16 add the memory settings")
+                        "VARIANT+ckpt_backbone / +ckpt_all / +ckpt_selective / +bf16 add the memory settings")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--embedding", choices=sorted(common.EMBEDDINGS), help="default: cpu on CPU, default on CUDA")
@@ -75,13 +75,16 @@ def parse_args(argv: list[str] | None = None) -> Any:
 
 
 def parse_row(row: str) -> tuple[str, str, bool]:
-    """``"appt+ckpt_all+bf16"`` -> ``("appt", "all", True)``: variant, checkpointing, frozen bf16."""
+    """``"appt+ckpt_all+bf16"`` -> ``("appt", "all", True)``: variant, checkpointing mode (``ckpt_MODE``), frozen bf16."""
+    from appt.recompute import CHECKPOINT_MODES
+
     variant, *settings = row.split("+")
-    unknown = set(settings) - {"ckpt_backbone", "ckpt_all", "bf16"}
-    if unknown:
-        sys.exit(f"--variants {row}: unknown setting(s) {', '.join(sorted(unknown))} (ckpt_backbone, ckpt_all, bf16)")
-    mode = "all" if "ckpt_all" in settings else "backbone" if "ckpt_backbone" in settings else "off"
-    return variant, mode, "bf16" in settings
+    modes = [s.removeprefix("ckpt_") for s in settings if s.startswith("ckpt_")]
+    unknown = {s for s in settings if s != "bf16" and not s.startswith("ckpt_")} | set(modes) - set(CHECKPOINT_MODES[1:])
+    if unknown or len(modes) > 1:
+        sys.exit(f"--variants {row}: unknown or repeated setting(s) {', '.join(sorted(unknown or modes))} "
+                 f"({', '.join('ckpt_' + m for m in CHECKPOINT_MODES[1:])}, bf16)")
+    return variant, (modes or ["off"])[0], "bf16" in settings
 
 
 def build_model(backbone: str, row: str, args: Any) -> torch.nn.Module:

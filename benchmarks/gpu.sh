@@ -8,9 +8,10 @@
 # Environment: PYTHON (the interpreter, default python), DEVICE (cuda), PRECISION (bf16 on CUDA,
 # no on CPU), OUT (results folder; a fresh temporary folder when QUICK=1), REPEATS (5). On CUDA the
 # cost benchmark uses the APPTConfig default embedding (4 stages, k = 40), as a GPU user would. Its rows include the
-# memory settings (appt+ckpt_backbone, appt+ckpt_all, appt+ckpt_all+bf16: train.activation_checkpointing and bf16
-# frozen weights), the same rows as on CPU (not yet run on a GPU: the 8-minute sizing below predates them, and they
-# add 3 of the 7 rows). Per backbone: 7 fresh processes for peak memory, 6 interleaved rounds of one step per row; 3 sizes of
+# memory settings (appt+ckpt_backbone, appt+ckpt_all, appt+ckpt_selective, appt+ckpt_all+bf16:
+# train.activation_checkpointing and bf16 frozen weights), the same rows as on CPU (not yet run on a GPU: the 8-minute
+# sizing below predates them, and they add 4 of the 8 rows). Per backbone: 8 fresh processes for peak memory, 6
+# interleaved rounds of one step per row; 3 sizes of
 # geometry (appt timed alone on CUDA; its CPU contenders are timed by the CPU run).
 # Offline GPU node (no network, no pypcd4 / fpsample / peft / scipy, appt not installed): stage a
 # run bundle and the repository, then `APPT_BUNDLE=DIR PYTHON=python3 bash benchmarks/gpu.sh`;

@@ -34,7 +34,7 @@ def test_gpu_script_runs_cost_and_geometry_benchmarks_on_cpu(tmp_path: Path) -> 
     _run(["bash", str(BENCH / "gpu.sh")], DEVICE="cpu", QUICK="1", OUT=str(tmp_path))
     cost = json.loads((tmp_path / "cost_cpu_no.json").read_text())
     res = cost["results"]["tiny"]
-    memory_rows = {"appt+ckpt_backbone", "appt+ckpt_all", "appt+ckpt_all+bf16"}  # issue 17's settings
+    memory_rows = {"appt+ckpt_backbone", "appt+ckpt_all", "appt+ckpt_selective", "appt+ckpt_all+bf16"}  # issue 17's settings
     assert set(res["step_seconds"]) == {"appt", "full_finetune", "lora", "encoder_only"} | memory_rows
     assert set(res["vs_plain_variant"]) == memory_rows and res["vs_plain_variant"]["appt+ckpt_all"]["plain"] == "appt"
     assert res["memory"]["appt+ckpt_all+bf16"]["state"]["weights"] < res["memory"]["appt"]["state"]["weights"]

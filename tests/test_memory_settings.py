@@ -16,7 +16,7 @@ from appt import APPTConfig, APPTForClassification, BackboneSpec
 from appt.models import APPTForPartSegmentation
 from appt.models.frozen_dtype import cast_frozen, resolve_frozen_dtype
 from appt.models.frozen_dtype import FROZEN_DTYPES
-from appt.recompute import CHECKPOINT_MODES, set_activation_checkpointing
+from appt.recompute import CHECKPOINT_MODES, STAGE_RECOMPUTE, set_activation_checkpointing
 from appt.training import config as run_config
 from appt.training.config import config_from_dict
 from appt.training.precision import apply_memory_settings
@@ -76,7 +76,7 @@ def test_default_step_is_bitwise_the_unswitched_one(clouds, monkeypatch):
 
 
 @pytest.mark.parametrize("task", ["cls", "seg"])
-@pytest.mark.parametrize("mode", ["backbone", "all"])
+@pytest.mark.parametrize("mode", ["backbone", "all", "selective"])
 def test_checkpointing_keeps_gradients_and_statistics(clouds, task, mode):
     ref, logits_ref, grads_ref = _step(task, "off", *clouds)
     model, logits, grads = _step(task, mode, *clouds)
@@ -111,14 +111,16 @@ def test_recomputed_stages_do_not_search_again(clouds, monkeypatch):
     counted("farthest_point_sample")
     counted("knn")
     counts = {}
-    for mode in ("off", "all"):
+    for mode in ("off", "all", "selective"):
         calls.update(farthest_point_sample=0, knn=0)
         _, _, grads = _step("cls", mode, *clouds)
         counts[mode] = (dict(calls), grads)
     stages = len(_config("cls").centers)
-    assert counts["all"][0] == counts["off"][0] == {"farthest_point_sample": 1, "knn": stages}  # chained stages: no FPS
-    grads_ref, grads = counts["off"][1], counts["all"][1]
-    assert all(torch.allclose(grads[n], grads_ref[n], rtol=1e-5, atol=1e-7) for n in grads_ref)
+    expected = {"farthest_point_sample": 1, "knn": stages}  # chained stages: no FPS
+    assert counts["all"][0] == counts["selective"][0] == counts["off"][0] == expected
+    grads_ref = counts["off"][1]
+    for mode in ("all", "selective"):
+        assert all(torch.allclose(counts[mode][1][n], grads_ref[n], rtol=1e-5, atol=1e-7) for n in grads_ref), mode
 
 
 def _stage_by_definition(stage, xyz: torch.Tensor, feat: torch.Tensor):
@@ -143,7 +145,7 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("mode", ["off", "all"])
+@pytest.mark.parametrize("mode", ["off", "all", "selective"])
 def test_embedding_stage_equals_its_definition(clouds, mode):
     """The split linear map before the gather, the in-place activations and the searches outside
     the recomputed part compute the stage's definition: outputs and gradients within 1e-5 relative."""
@@ -151,7 +153,7 @@ def test_embedding_stage_equals_its_definition(clouds, mode):
 
     torch.manual_seed(0)
     embedding = APPTForClassification(_config("cls")).embedding.train()
-    embedding.checkpoint_stages = mode == "all"
+    embedding.recompute_stages = STAGE_RECOMPUTE[mode]
     reference = copy.deepcopy(embedding)
     points = clouds[0]
     out = embedding(points).stages[1][1]
@@ -218,10 +220,10 @@ def test_frozen_dtype_resolution_and_config_keys():
         cast_frozen(lora, torch.bfloat16)
     # what the engine applies: the defaults change nothing; bf16 on CUDA casts the frozen blocks
     assert apply_memory_settings(appt, "off", "auto", "no", "cpu") is None
-    assert appt.frozen_dtype is None and appt.activation_checkpointing == "off" and not appt.embedding.checkpoint_stages
+    assert appt.frozen_dtype is None and appt.activation_checkpointing == "off" and appt.embedding.recompute_stages == "off"
     assert all(p.dtype == torch.float32 for p in appt.parameters())
     assert apply_memory_settings(appt, "all", "auto", "bf16", "cuda") == torch.bfloat16
-    assert appt.embedding.checkpoint_stages and {p.dtype for p in appt.backbone.parameters()} == {torch.bfloat16}
+    assert appt.embedding.recompute_stages == "full" and {p.dtype for p in appt.backbone.parameters()} == {torch.bfloat16}
     assert (run_config.CHECKPOINT_MODES, run_config.FROZEN_DTYPES) == (CHECKPOINT_MODES, FROZEN_DTYPES)
     assert (run_config.TrainSection().activation_checkpointing, run_config.TrainSection().frozen_dtype) == ("off", "auto")
     cfg = config_from_dict({"train": {"activation_checkpointing": "all", "frozen_dtype": "fp32"}})
@@ -229,3 +231,33 @@ def test_frozen_dtype_resolution_and_config_keys():
     for bad in ({"activation_checkpointing": "blocks"}, {"frozen_dtype": "bf16"}):
         with pytest.raises(ConfigError):
             config_from_dict({"train": bad})
+
+
+def test_selective_recomputation_keeps_the_matrix_products():
+    """``selective`` runs no matrix product of a frozen block twice (its outputs are kept), while
+    ``full`` runs each forward one again; the gradient is the plain one either way."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from appt.recompute import call
+
+    class CountProducts(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    block = APPTForClassification(_config("cls")).backbone.blocks[0]
+    x = torch.randn(2, 10, 48)
+    counts, grads = {}, {}
+    for recompute in ("off", "full", "selective"):
+        inp = x.clone().requires_grad_(True)
+        with CountProducts() as counter:
+            call(block, inp, recompute=recompute).square().sum().backward()
+        counts[recompute], grads[recompute] = counter.n, inp.grad
+    forward_products = counts["full"] - counts["off"]
+    assert forward_products > 0 and counts["selective"] == counts["off"], counts
+    assert torch.allclose(grads["selective"], grads["off"], rtol=1e-5, atol=1e-7)

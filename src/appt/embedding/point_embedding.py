@@ -127,11 +127,12 @@ class PointEmbedding(nn.Module):
     it there ("linear layers to the frozen model's width"). ``group_scaling`` (see
     ``group_scaling.py``), ``geometry_layout`` (see ``GeometryEncoding``) and ``bias`` (the residual
     blocks' BatchNorm-cancelled biases) exist to match the authors' encoder exactly.
-    ``checkpoint_stages`` (``train.activation_checkpointing: all``) recomputes each stage in the
-    backward pass instead of storing its ``(B, G, k, C)`` intermediates.
+    ``recompute_stages`` (``full`` under ``train.activation_checkpointing: all`` or ``selective``)
+    recomputes each stage in the backward pass instead of storing its ``(B, G, k, C)`` intermediates,
+    handing the CPU heap's free pages back first (``appt.recompute``).
     """
 
-    checkpoint_stages: bool = False
+    recompute_stages: str = "off"  # off | full | selective (``appt.recompute.call``)
 
     def __init__(
         self,
@@ -180,7 +181,7 @@ class PointEmbedding(nn.Module):
         feat = self.raw(points)
         stages = [(xyz, feat)]
         for stage in self.stages:  # searches outside the recomputed part (see ``Grouping``)
-            xyz, feat = call(stage, xyz, feat, stage.group(xyz), recompute=self.checkpoint_stages)
+            xyz, feat = call(stage, xyz, feat, stage.group(xyz), recompute=self.recompute_stages, release_heap=True)
             stages.append((xyz, feat))
         return EmbeddingOutput(tokens=self.proj(feat), centers=xyz, stages=stages)
 

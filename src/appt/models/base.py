@@ -23,7 +23,7 @@ from appt.models.config import APPTConfig
 from appt.models.io import load_trained, read_config_dict, save_trained
 from appt.models.lora import add_lora
 from appt.models.summary import count_parameters, format_parameters
-from appt.recompute import call
+from appt.recompute import BLOCK_RECOMPUTE, call
 
 M = TypeVar("M", bound="APPTModel")
 
@@ -220,9 +220,9 @@ class APPTModel(nn.Module):
         return self.prompts.run(x, prompt, self.backbone.blocks, self.backbone.prepare_tokens, self.run_block)
 
     def run_block(self, block: nn.Module, x: Tensor) -> Tensor:
-        """One frozen block ``(B, T, D) -> (B, T, D)``, recomputed in the backward pass when
-        ``activation_checkpointing`` is ``backbone`` or ``all``."""
-        return call(block, x, recompute=self.activation_checkpointing != "off")
+        """One frozen block ``(B, T, D) -> (B, T, D)``, recomputed in the backward pass as
+        ``activation_checkpointing`` says (wholly, or all but its matrix products: ``appt.recompute``)."""
+        return call(block, x, recompute=BLOCK_RECOMPUTE[self.activation_checkpointing])
 
     # --- peft-style conveniences -------------------------------------------------------------
     def count_parameters(self) -> tuple[int, int]:

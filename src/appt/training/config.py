@@ -41,7 +41,7 @@ from appt.training.config_files import (
 )
 
 PRECISIONS = ("no", "fp16", "bf16")
-CHECKPOINT_MODES = ("off", "backbone", "all")  # = appt.recompute.CHECKPOINT_MODES (no torch import here)
+CHECKPOINT_MODES = ("off", "backbone", "all", "selective")  # = appt.recompute.CHECKPOINT_MODES (no torch import here)
 FROZEN_DTYPES = ("auto", "fp32")  # = appt.models.frozen_dtype.FROZEN_DTYPES
 SCHEDULES = ("cosine", "step")
 
@@ -93,7 +93,7 @@ class TrainSection:
     grad_clip: float | None = 10.0
     seed: int = 0
     precision: str = "no"
-    activation_checkpointing: str = "off"  # off | backbone | all: recompute blocks (and embedding stages) in backward
+    activation_checkpointing: str = "off"  # off | backbone | all | selective: what the backward pass recomputes
     frozen_dtype: str = "auto"  # auto | fp32: frozen weights in the precision's half dtype (see models/frozen_dtype.py)
     deterministic: bool | None = None  # None: on CPU only (free there); CUDA's deterministic kernels are slow
     eval_every: int = 1
