@@ -1,0 +1,54 @@
+"""benchmarks/regimes_report.py: the regimes page is the script's output from a committed JSON."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import regimes_report
+import run_queue
+
+PAGE = ROOT / "docs" / "regimes.md"
+
+
+def _run(variant: str, seed: int, oa: float) -> dict:
+    return {"id": f"{variant}-{seed}", "regime": "minilm_x", "variant": variant, "seed": seed,
+            "overrides": ["data.subset=10/class"], "final": {"overall_acc": oa, "mean_class_acc": oa},
+            "trainable_params": 725196, "seconds": 10.0, "commits": ["4b0a2aa5"], "dirty": False}
+
+
+def _payload(results: list[dict]) -> dict:
+    return {"written": "now", "complete": False, "jobs_done": len(results), "jobs_pending": ["x"],
+            "metric": "test OA", "summary": run_queue.summarize_regimes(results, [], use_scipy=False)}
+
+
+def _paired_row(text: str, contrast: str) -> list[str]:
+    line = next(l for l in text.splitlines() if l.startswith(f"| `{contrast}`"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_report_states_the_paired_differences_and_which_side_of_zero() -> None:
+    # appt beats encoder_only by 2, 2.5, 3 points (95 % CI [+1.26, +3.74]) and loses to random_backbone by 1, 1.5, 2
+    results = [_run("appt", s, 0.80 + 0.01 * s) for s in range(3)]
+    results += [_run("encoder_only", s, 0.80 + 0.01 * s - 0.02 - 0.005 * s) for s in range(3)]
+    results += [_run("random_backbone", s, 0.80 + 0.01 * s + 0.01 + 0.005 * s) for s in range(3)]
+    text = regimes_report.report(_payload(results), "benchmarks/results/regimes_test.json")
+    enc = _paired_row(text, "appt - encoder_only")
+    assert enc[1] == "3" and enc[2] == "+2.00 / +2.50 / +3.00" and enc[3] == "+2.50 [+1.26, +3.74]" and enc[4] == "above 0"
+    rnd = _paired_row(text, "appt - random_backbone")
+    assert rnd[2] == "-1.00 / -1.50 / -2.00" and rnd[4] == "below 0"
+    two = regimes_report.report(_payload([r for r in results if r["seed"] < 2]), "benchmarks/results/regimes_test.json")
+    assert _paired_row(two, "appt - encoder_only")[4] == "2 pair(s): no verdict"
+
+
+def test_committed_regimes_page_is_the_scripts_output_of_the_json_it_names() -> None:
+    assert PAGE.is_file(), "docs/regimes.md missing: run benchmarks/regimes_report.py"
+    text = PAGE.read_text()
+    source = re.search(r"\]\(\.\./(benchmarks/results/regimes_[^)]+\.json)\)", text)
+    assert source, "docs/regimes.md does not name its JSON"
+    payload = run_queue.json.loads((ROOT / source.group(1)).read_text())
+    assert text == regimes_report.report(payload, source.group(1)), "docs/regimes.md is stale: rerun regimes_report.py"
