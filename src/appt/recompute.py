@@ -10,8 +10,8 @@ Modes: ``off`` (default: plain calls, the step is bitwise what it was before thi
 FPS and kNN searches run once, outside the recomputed call, see ``appt.embedding.Grouping``),
 ``selective`` (the embedding's stages recomputed as with ``all``; each frozen block keeps the outputs
 of its matrix products, which are most of its compute, and recomputes only the cheap ops between
-them: norms, activations, softmax, adds; less memory than ``backbone`` at a fraction of ``all``'s extra time,
-see docs/benchmarks.md).
+them: norms, activations, softmax, adds; less memory than ``backbone`` and less extra time than
+``all``, see docs/benchmarks.md).
 Own direct block calls are wrapped here rather than through timm's ``set_grad_checkpointing`` or
 transformers' ``gradient_checkpointing_enable``: the trunk calls the blocks one by one (to insert
 prompts between them), so those switches, which act inside the libraries' own forward loops, never run.
@@ -70,8 +70,9 @@ def _heap_released(module: nn.Module) -> Iterator[None]:
     Why: when the backward pass reaches the embedding, the frozen blocks' saved tensors (a few MiB
     each, so on glibc's heap) have just been freed but stay resident, while the stage's large
     ``(B, G, k, C)`` tensors (over glibc's mmap threshold) are mapped afresh beside them. At ViT-B
-    width, batch 32, this took the peak resident memory of ``selective`` from ~1.9 to ~2.8 GiB
-    (docs/benchmarks.md). The pages released are faulted in again when reused (a small time cost).
+    width, batch 32, the peak resident memory of ``selective`` was ~2.8 GiB without this, ~1.9 GiB
+    with it (docs/benchmarks.md). The released pages are faulted in again when reused, which costs
+    time (measured there too).
     """
     if _MALLOC_TRIM is not None and all(p.device.type == "cpu" for p in module.parameters()):
         _MALLOC_TRIM(0)
