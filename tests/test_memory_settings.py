@@ -145,7 +145,7 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("mode", ["off", "all", "selective"])
+@pytest.mark.parametrize("mode", ["off", "all"])  # selective recomputes stages as all does
 def test_embedding_stage_equals_its_definition(clouds, mode):
     """The split linear map before the gather, the in-place activations and the searches outside
     the recomputed part compute the stage's definition: outputs and gradients within 1e-5 relative."""

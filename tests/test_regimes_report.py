@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -50,5 +51,5 @@ def test_committed_regimes_page_is_the_scripts_output_of_the_json_it_names() -> 
     text = PAGE.read_text()
     source = re.search(r"\]\(\.\./(benchmarks/results/regimes_[^)]+\.json)\)", text)
     assert source, "docs/regimes.md does not name its JSON"
-    payload = run_queue.json.loads((ROOT / source.group(1)).read_text())
+    payload = json.loads((ROOT / source.group(1)).read_text())
     assert text == regimes_report.report(payload, source.group(1)), "docs/regimes.md is stale: rerun regimes_report.py"

@@ -69,10 +69,9 @@ def _heap_released(module: nn.Module) -> Iterator[None]:
 
     Why: when the backward pass reaches the embedding, the frozen blocks' saved tensors (a few MiB
     each, so on glibc's heap) have just been freed but stay resident, while the stage's large
-    ``(B, G, k, C)`` tensors (over glibc's mmap threshold) are mapped afresh beside them. At ViT-B
-    width, batch 32, the peak resident memory of ``selective`` was ~2.8 GiB without this, ~1.9 GiB
-    with it (docs/benchmarks.md). The released pages are faulted in again when reused, which costs
-    time (measured there too).
+    ``(B, G, k, C)`` tensors (over glibc's mmap threshold) are mapped afresh beside them, so the
+    resident peak grows well past the live tensors' (docs/benchmarks.md, section 2, third run). The
+    released pages are faulted in again when reused, which costs time.
     """
     if _MALLOC_TRIM is not None and all(p.device.type == "cpu" for p in module.parameters()):
         _MALLOC_TRIM(0)
