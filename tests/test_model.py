@@ -306,3 +306,26 @@ def test_every_trainable_tensor_of_every_variant_gets_a_gradient(real_clouds, va
     assert_every_trainable_tensor_gets_a_gradient(model, clouds[:4], labels[:4])
     if depths and model.backbone is not None:  # blocks after the one read never run, so never train
         assert not any(p.requires_grad for p in model.backbone.blocks[1:].parameters())
+
+
+def graph_node_names(output: torch.Tensor) -> set[str]:
+    """Names of every autograd node behind ``output``."""
+    names, seen, todo = set(), set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo += [child for child, _ in node.next_functions]
+    return names
+
+
+def test_embedding_backward_copies_no_grouped_gradient(real_clouds):
+    """The stages' ``(B, G, k, C)`` tensors are the bulk of an embedding's backward pass: no in-place
+    op on a view there (autograd would copy the whole gradient, ``CopySlices``)."""
+    clouds, _ = real_clouds
+    model = APPTForClassification(small_config()).train()
+    names = graph_node_names(model.embedding(clouds[:2]).tokens)
+    assert {"AmaxBackward0", "NativeBatchNormBackward0", "GatherBackward0"} <= names  # the walk reached the stages
+    assert "CopySlices" not in names, sorted(names)

@@ -9,10 +9,16 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-def batch_norm(x: Tensor, bn: nn.BatchNorm1d) -> Tensor:
-    """Apply ``bn`` to a channels-last tensor ``(..., C) -> (..., C)``."""
+def batch_norm(x: Tensor, bn: nn.BatchNorm1d, relu: bool = False) -> Tensor:
+    """Apply ``bn`` (then ReLU when ``relu``) to a channels-last tensor ``(..., C) -> (..., C)``.
+
+    The ReLU runs in place on BatchNorm's own output, before the reshape: its backward needs only
+    its result, and BatchNorm's backward only its input. In place on the reshaped *view* instead,
+    autograd would copy the whole gradient in the backward pass (``CopySlices``).
+    """
     shape = x.shape
-    return bn(x.reshape(-1, shape[-1])).reshape(shape)
+    y = bn(x.reshape(-1, shape[-1]))
+    return (y.relu_() if relu else y).reshape(shape)
 
 
 class LinearBNReLU(nn.Module):
@@ -29,8 +35,7 @@ class LinearBNReLU(nn.Module):
         self.relu = relu
 
     def forward(self, x: Tensor) -> Tensor:
-        x = batch_norm(self.linear(x), self.bn)
-        return x.relu() if self.relu else x
+        return batch_norm(self.linear(x), self.bn, relu=self.relu)
 
 
 class ResidualBlock(nn.Module):

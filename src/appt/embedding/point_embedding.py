@@ -112,11 +112,16 @@ class LocalGeometryStage(nn.Module):
 
         rel = scale_groups(gather(xyz, neighbours) - centres.unsqueeze(2), self.group_scaling)  # (B, G, k, 3)
 
-        h = gather(self.neighbour_proj(feat), neighbours)  # (B, G, k, Cout), a fresh tensor
-        h = h.add_(self.centre_proj(gather(feat, centre_idx)).unsqueeze(2))  # project the G centres only
-        h = batch_norm(h, self.bn).relu_()
+        # (B, G, k, Cout); out of place: ``gather`` returns a view, and an in-place add on a view
+        # makes autograd copy the whole gradient in the backward pass
+        h = gather(self.neighbour_proj(feat), neighbours) + self.centre_proj(gather(feat, centre_idx)).unsqueeze(2)
+        h = batch_norm(h, self.bn, relu=True)
         pe = self.geometry(rel)
         h = self.blocks((h + pe).mul_(pe))
+        # ``amax`` splits a gradient evenly between exactly tied maxima (duplicate points, which
+        # FPS repeats in clouds with fewer distinct points than asked); ``max(dim)``, as the authors
+        # pool, would hand it to one of them and run a slightly cheaper backward, but would change
+        # the training of such clouds in the last bits, so results would no longer repeat earlier runs
         return centres, h.amax(dim=2) + h.mean(dim=2)
 
 

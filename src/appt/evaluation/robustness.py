@@ -46,7 +46,9 @@ class CorruptedDataset(Dataset):
 
 
 # Published ModelNet-C reference: DGCNN's overall accuracy on ModelNet40-C, averaged over the five
-# levels (Ren et al. 2022), as error rates. Only a valid reference for ModelNet40-C evaluations.
+# levels (Ren et al. 2022), as error rates; the values are those of the ``DGCNN_OA`` table in
+# ``modelnetc_utils/eval.py`` of github.com/jiawei-ren/ModelNet-C (checked 2026-12-01). Only a
+# valid reference for ModelNet40-C evaluations.
 MODELNET_C_DGCNN_CLEAN_ERROR = 1.0 - 0.926
 MODELNET_C_DGCNN_ERROR: dict[str, float] = {
     kind: 1.0 - acc
