@@ -276,7 +276,7 @@ def test_a_bf16_training_steps_logits_stay_close_to_fp32(real_clouds):
     (Frobenius), no flipped prediction; the 6 % bound leaves room for other CPUs' bf16 kernels.
     At this tiny size the bound would not catch bf16 neighbour searches (2.2 % with them): the
     exact-groups test in tests/test_geometry.py does."""
-    clouds, labels = real_clouds
+    clouds, _ = real_clouds
     torch.manual_seed(0)
     model = APPTForClassification(small_config(centers=(256, 64), neighbors=(16, 16))).train()
     with torch.no_grad():

@@ -266,7 +266,7 @@ def tiny(tiny_dir):
 
 
 def test_tiny_mpnet_from_a_folder_reproduces_the_hf_forward(tiny_dir, tiny) -> None:
-    path, model = tiny_dir
+    _, model = tiny_dir
     ids = torch.tensor([[0, 5, 17, 42, 8, 2]])  # <s> ... </s>, no padding
     with torch.no_grad():
         x = input_embeddings(model, ids)

@@ -3,7 +3,6 @@ checkpoints, the per-block prompt, feature propagation, and a short training run
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

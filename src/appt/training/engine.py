@@ -209,7 +209,7 @@ class Trainer:
 
     def _train_epoch(self) -> bool:
         """Run the rest of epoch ``state.epoch``; False if stopped by ``train.stop_after_steps``."""
-        cfg, acc, s, t = self.cfg, self.accelerator, self.state, self.cfg.train
+        acc, s, t = self.accelerator, self.state, self.cfg.train
         loader = self.train_loader
         loader.set_epoch(s.epoch)
         self.data.train.set_epoch(s.epoch)
