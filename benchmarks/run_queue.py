@@ -138,6 +138,7 @@ def load_plan(path: str | os.PathLike) -> dict[str, Any]:
 def regimes_plan() -> dict[str, Any]:
     """Issue 14's plan, most decisive runs first (see the header this writes into the YAML)."""
     minilm, mpnet = "configs/modelnet10_minilm.yaml", "configs/modelnet10_mpnet.yaml"
+    paper_readout = "configs/modelnet10_minilm_paper_readout.yaml"
     variants = ("appt", "encoder_only", "random_backbone")
     jobs: list[dict[str, Any]] = []
 
@@ -158,6 +159,8 @@ def regimes_plan() -> dict[str, Any]:
 
     for seed in range(5):  # 1. the decisive regime: interleaved by seed, so pairs complete early
         add("minilm_fewshot_10", minilm, seed, fs(10), "minilm-k10")
+    for seed in range(5):  # 1b. the same with the authors' readout: the head sees only the backbone's output
+        add("minilm_fewshot_10_paper_readout", paper_readout, seed, fs(10), "minilm-k10pr")
     for seed in range(3):  # 2. 5 and 20 shapes per class
         add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
         add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
@@ -185,7 +188,9 @@ PLAN_HEADER = """\
 # appt / encoder_only / random_backbone of the same config, paired by seed (train.seed: data draw,
 # initialisation, augmentation; random_backbone's weights come from the backbone spec, the same for all seeds).
 # Few-shot: data.subset=K/class draws exactly K seeded shapes of every class (tags k5 / k10 / k20).
-# Order: MiniLM 10 per class x 5 seeds first, then 5 and 20 per class (3 seeds), the data-size regime at
+# Order: MiniLM 10 per class x 5 seeds first, the same with the authors' embedding and readout options
+# (configs/modelnet10_minilm_paper_readout.yaml, tag k10pr; added 2026-12-01 after the first 15 runs),
+# then 5 and 20 per class (3 seeds), the data-size regime at
 # equal optimizer steps (3 seeds), MPNet 10 per class (5 seeds), and last the robustness pass (appt eval --corrupt, every kind and
 # level, on each run's last checkpoint). The final figures are the last epoch's; best-epoch figures look at
 # the test split and are recorded for completeness only.

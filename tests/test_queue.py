@@ -63,7 +63,7 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
     first = [(j["seed"], j["variant"]) for j in plan["jobs"][:15]]
     assert first == [(s, v) for s in range(5) for v in ("appt", "encoder_only", "random_backbone")]
     assert all(j["regime"] == "minilm_fewshot_10" and "data.subset=10/class" in j["overrides"] for j in plan["jobs"][:15])
-    assert all(j["kind"] == "robustness" for j in plan["jobs"][75:]) and len(plan["jobs"]) == 150
+    assert all(j["kind"] == "robustness" for j in plan["jobs"][90:]) and len(plan["jobs"]) == 180
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
