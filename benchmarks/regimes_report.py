@@ -11,8 +11,9 @@ script writes from the JSON the page names.
 One table per regime and data setting: each variant's last-epoch test OA per seed, mean ± sd and
 trained parameters; then the paired differences ``appt - encoder_only`` and
 ``appt - random_backbone`` (per seed, mean, 95 % Student-t interval) and, where the robustness pass
-ran, the same for the mean accuracy under corruption. The plot shows each paired difference with
-its interval, one row per regime and contrast.
+ran, the same for the mean accuracy under corruption; for a regime that changes one thing of another
+(``run_queue.ACROSS``), each variant's difference between the two, paired by seed. The plot shows
+each backbone contrast with its interval, one row per regime and contrast.
 """
 
 from __future__ import annotations
@@ -71,9 +72,16 @@ def cell_section(regime: str, cell: str, entry: dict[str, Any]) -> str:
     paired = markdown_table(["paired difference", "pairs", "OA, per seed (points)", "OA mean [95 % CI]",
                              "interval", "mean class acc. [95 % CI]", "mean OA under corruption [95 % CI]"],
                             prow) if prow else "No seed has both `appt` and another variant finished yet: no paired difference."
+    across = ""
+    if entry.get("across"):  # the same variant in another regime, paired by seed (run_queue.ACROSS)
+        arow = [[f"`{name}`", len(p["seeds"]), " / ".join(pct(d, True) for d in p["overall_acc"]["diffs"]),
+                 interval(p["overall_acc"]), verdict(p["overall_acc"])] for name, p in entry["across"].items()]
+        across = ("\n\nThe same variant in the two regimes (an interval above 0: higher in this one):\n\n" +
+                  markdown_table(["variant: regime difference", "pairs", "OA, per seed (points)",
+                                  "OA mean [95 % CI]", "interval"], arow))
     dirty = f"; {entry['dirty_runs']} run(s) from a dirty tree" if entry["dirty_runs"] else ""
     commits = ", ".join(c[:7] for c in entry["commits"])
-    return (f"### {regime} — {cell}\n\nCommit(s) {commits}{dirty}.\n\n{variants}\n\n{paired}\n")
+    return (f"### {regime} — {cell}\n\nCommit(s) {commits}{dirty}.\n\n{variants}\n\n{paired}{across}\n")
 
 
 def report(payload: dict[str, Any], source: str) -> str:

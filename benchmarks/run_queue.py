@@ -57,6 +57,9 @@ STATE = ROOT / "benchmarks" / "queue_state"
 RESULTS = ROOT / "benchmarks" / "results"
 CORRUPTIONS = ("jitter", "dropout_global", "dropout_local", "add_global", "add_local", "scale", "rotate")
 CONTRASTS = (("appt", "encoder_only"), ("appt", "random_backbone"))
+# A regime that changes one thing of another (same data, seeds and variants): each variant is also
+# compared across the two, seed by seed (does the change help that variant?).
+ACROSS = {"minilm_fewshot_10_paper_readout": "minilm_fewshot_10"}
 PROVENANCE_PATHS = ("src", "configs", "pyproject.toml")
 BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
 
@@ -660,6 +663,25 @@ def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, 
                                     "commits": sorted({c for r in rs for c in r["commits"]}),
                                     "dirty_runs": sum(1 for r in rs if r["dirty"])}
         out[regime] = entry
+    for regime, base in ACROSS.items():
+        for cell, entry in out.get(regime, {}).items():
+            if cell in out.get(base, {}):
+                entry["across"] = across_regimes(entry, out[base][cell], f"{regime} - {base}", use_scipy)
+    return out
+
+
+def across_regimes(entry: dict[str, Any], base: dict[str, Any], label: str, use_scipy: bool = True) -> dict[str, Any]:
+    """Per variant, the per-seed OA difference ``entry - base`` over the seeds both cells hold."""
+    out: dict[str, Any] = {}
+    for v, figures in entry["variants"].items():
+        if v not in base["variants"]:
+            continue
+        mine = dict(zip(figures["seeds"], figures["overall_acc"]))
+        theirs = dict(zip(base["variants"][v]["seeds"], base["variants"][v]["overall_acc"]))
+        seeds = sorted(set(mine) & set(theirs))
+        if seeds:
+            out[f"{v}: {label}"] = {"seeds": seeds,
+                                    "overall_acc": paired_interval([mine[s] - theirs[s] for s in seeds], use_scipy)}
     return out
 
 

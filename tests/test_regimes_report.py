@@ -46,6 +46,22 @@ def test_report_states_the_paired_differences_and_which_side_of_zero() -> None:
     assert _paired_row(two, "appt - encoder_only")[4] == "2 pair(s): no verdict"
 
 
+def test_a_regime_that_changes_one_thing_is_compared_with_its_base_variant_by_variant() -> None:
+    # run_queue.ACROSS: the paper-readout regime against appt's readout; appt gains 2, 2.5, 3 points,
+    # encoder_only has seed 1 only in the base regime (one pair), random_backbone none there
+    changed, base = next(iter(run_queue.ACROSS.items()))
+    results = [{**_run("appt", s, 0.82 + 0.005 * s), "regime": changed} for s in range(3)]
+    results += [{**_run("encoder_only", 1, 0.84), "regime": changed}, {**_run("random_backbone", 0, 0.8), "regime": changed}]
+    results += [{**_run("appt", s, 0.80), "regime": base} for s in range(3)] + [{**_run("encoder_only", 1, 0.85), "regime": base}]
+    payload = _payload(results)
+    assert "across" not in payload["summary"][base]["data.subset=10/class"]
+    text = regimes_report.report(payload, "benchmarks/results/regimes_test.json")
+    row = _paired_row(text, f"appt: {changed} - {base}")
+    assert row[1] == "3" and row[2] == "+2.00 / +2.50 / +3.00" and row[4] == "above 0"
+    assert _paired_row(text, f"encoder_only: {changed} - {base}")[2:] == ["-1.00", "-1.00 (n = 1)", "1 pair(s): no verdict"]
+    assert f"`random_backbone: {changed}" not in text
+
+
 def test_committed_regimes_page_is_the_scripts_output_of_the_json_it_names() -> None:
     assert PAGE.is_file(), "docs/regimes.md missing: run benchmarks/regimes_report.py"
     text = PAGE.read_text()
