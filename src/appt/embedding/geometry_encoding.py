@@ -32,9 +32,15 @@ class GeometryEncoding(nn.Module):
 
     def forward(self, rel_xyz: Tensor) -> Tensor:
         angles = self.beta * rel_xyz.unsqueeze(-1) / self.scale  # (..., 3, F)
-        dim = -1 if self.layout == "pairs" else -2  # (..., 3, F, 2) or (..., 3, 2, F)
-        enc = torch.stack((angles.sin(), angles.cos()), dim=dim).flatten(-3)  # (..., 6F)
-        if enc.shape[-1] >= self.dim:
-            return enc[..., : self.dim]
-        pad = enc.new_zeros(*enc.shape[:-1], self.dim - enc.shape[-1])
-        return torch.cat((enc, pad), dim=-1)
+        lead, freqs = rel_xyz.shape[:-1], angles.shape[-1]
+        if 6 * freqs > self.dim:  # fewer than 6 channels: one frequency, cut short
+            return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-3)[..., : self.dim]
+        # sines and cosines written straight into their channels (a stack, then a padding
+        # concatenation, would copy these (B, G, k, dim) tensors twice more)
+        out = angles.new_empty(*lead, self.dim)
+        out[..., 6 * freqs:].zero_()
+        slots = out[..., : 6 * freqs].unflatten(-1, (3, freqs, 2) if self.layout == "pairs" else (3, 2, freqs))
+        sin, cos = (slots[..., 0], slots[..., 1]) if self.layout == "pairs" else (slots[..., 0, :], slots[..., 1, :])
+        sin.copy_(angles.sin())
+        cos.copy_(angles.cos())
+        return out
