@@ -72,6 +72,10 @@ def test_geometry_layout_blocks_orders_all_sines_before_all_cosines() -> None:
         sin, cos = angles[:, axis].sin(), angles[:, axis].cos()
         torch.testing.assert_close(blocks[:, 4 * axis : 4 * axis + 4], torch.cat((sin, cos), dim=1))
         torch.testing.assert_close(pairs[:, 4 * axis : 4 * axis + 4], torch.stack((sin, cos), dim=2).flatten(1))
+    for layout in ("pairs", "blocks"):  # 14 = 6 x 2 + 2: the channels past the last frequency are zero
+        padded = GeometryEncoding(14, layout=layout)(rel)
+        assert torch.equal(padded[:, :12], pairs if layout == "pairs" else blocks)
+        assert torch.equal(padded[:, 12:], torch.zeros(4, 2))
 
 
 def test_biases_before_norms_add_exactly_the_authors_biases() -> None:
