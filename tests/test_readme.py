@@ -41,3 +41,17 @@ def test_the_demo_json_was_run_with_todays_demo_config() -> None:
             changed = {} if ran == today[section] else {section: (ran, today[section])}
         assert not changed, f"{section}: the demo ran with other settings (ran, today): {changed}"
     assert demo["summary"]["last_epoch"]["epoch"] == today["train"]["epochs"]
+
+
+def test_readme_regime_figures_are_those_of_the_regimes_page_and_its_json() -> None:
+    """The README's answer to "does the backbone pay off?" quotes docs/regimes.md: the same collect
+    file, and every ``mean ... [low, high]`` it gives stands on that page."""
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text()).replace("−", "-")
+    page = (ROOT / "docs" / "regimes.md").read_text()
+    named = set(re.findall(r"regimes_[\w.-]+\.json", readme))
+    assert named and named <= set(re.findall(r"regimes_[\w.-]+\.json", page)), named
+    quoted = re.findall(r"([+-]?\d+\.\d\d)(?:(?!\d+\.\d\d)[^\[\]]){0,60}\[([+-]?\d+\.\d\d), ([+-]?\d+\.\d\d)\]", readme)
+    assert quoted, "the README quotes no interval"
+    for mean, low, high in quoted:
+        figure = f"{float(mean):+.2f} [{float(low):+.2f}, {float(high):+.2f}]"
+        assert figure in page, f"README quotes {figure}, not on docs/regimes.md"
