@@ -164,6 +164,10 @@ def regimes_plan() -> dict[str, Any]:
         add("minilm_fewshot_10", minilm, seed, fs(10), "minilm-k10")
     for seed in range(5):  # 1b. the same with the authors' readout: the head sees only the backbone's output
         add("minilm_fewshot_10_paper_readout", paper_readout, seed, fs(10), "minilm-k10pr")
+    # 1c. robustness of those 30 runs next: where clean accuracy ties, the frozen backbone may still buy
+    # robustness, and these are the regimes with five pairs
+    early = [j["id"] for j in jobs]
+    jobs += [{"id": f"robust-{i}", "kind": "robustness", "of": i} for i in early]
     for seed in range(3):  # 2. 5 and 20 shapes per class
         add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
         add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
@@ -178,8 +182,8 @@ def regimes_plan() -> dict[str, Any]:
                  f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}")
     for seed in range(5):  # 4. the paper-width backbone, few-shot
         add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10")
-    # 5. robustness of every finished run (7 corruptions x 5 levels = 35 test passes each): last
-    trained = [j["id"] for j in jobs]
+    # 5. robustness of every other run (7 corruptions x 5 levels = 35 test passes each): last
+    trained = [j["id"] for j in jobs if j.get("kind", "train") == "train" and j["id"] not in early]
     jobs += [{"id": f"robust-{i}", "kind": "robustness", "of": i} for i in trained]
     return {"name": "regimes", "issue": 14,
             "defaults": {"overrides": ["train.checkpoint_every=20", "train.log_every=10"]}, "jobs": jobs}
@@ -193,10 +197,11 @@ PLAN_HEADER = """\
 # Few-shot: data.subset=K/class draws exactly K seeded shapes of every class (tags k5 / k10 / k20).
 # Order: MiniLM 10 per class x 5 seeds first, the same with the authors' embedding and readout options
 # (configs/modelnet10_minilm_paper_readout.yaml, tag k10pr; added 2026-12-01 after the first 15 runs),
-# then 5 and 20 per class (3 seeds), the data-size regime at
-# equal optimizer steps (3 seeds), MPNet 10 per class (5 seeds), and last the robustness pass (appt eval --corrupt, every kind and
-# level, on each run's last checkpoint). The final figures are the last epoch's; best-epoch figures look at
-# the test split and are recorded for completeness only.
+# the robustness pass of those 30 runs (appt eval --corrupt, every kind and level, on each run's last
+# checkpoint; moved here 2026-12-02), then 5 and 20 per class (3 seeds), the data-size regime at
+# equal optimizer steps (3 seeds), MPNet 10 per class (5 seeds), and last the robustness pass of the rest.
+# The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
+# for completeness only.
 """
 
 
