@@ -48,7 +48,7 @@ def test_report_states_the_paired_differences_and_which_side_of_zero() -> None:
 
 def test_a_regime_that_changes_one_thing_is_compared_with_its_base_variant_by_variant() -> None:
     # run_queue.ACROSS: the paper-readout regime against appt's readout; appt gains 2, 2.5, 3 points,
-    # encoder_only has seed 1 only in the base regime (one pair), random_backbone none there
+    # encoder_only has seed 1 in both (one pair), random_backbone is absent from the base regime
     changed, base = next(iter(run_queue.ACROSS.items()))
     results = [{**_run("appt", s, 0.82 + 0.005 * s), "regime": changed} for s in range(3)]
     results += [{**_run("encoder_only", 1, 0.84), "regime": changed}, {**_run("random_backbone", 0, 0.8), "regime": changed}]
