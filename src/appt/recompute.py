@@ -32,10 +32,10 @@ from torch.utils.checkpoint import (
     create_selective_checkpoint_contexts,
 )
 
-CHECKPOINT_MODES = ("off", "backbone", "all", "selective")
 # What each mode does to a frozen block and to an embedding stage (``call``'s ``recompute``).
 BLOCK_RECOMPUTE = {"off": "off", "backbone": "full", "all": "full", "selective": "selective"}
 STAGE_RECOMPUTE = {"off": "off", "backbone": "off", "all": "full", "selective": "full"}
+CHECKPOINT_MODES = tuple(BLOCK_RECOMPUTE)
 
 # The ops whose outputs a ``selective`` recomputation keeps (matrix products and fused attention).
 _KEPT_OPS = {
