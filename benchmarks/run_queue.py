@@ -12,7 +12,9 @@ Not named ``queue.py``: ``python benchmarks/queue.py`` would put ``benchmarks/``
 The plan (YAML) lists jobs in the order they run. A ``train`` job is ``appt train`` on a config
 with overrides (its ``variant`` and ``seed`` become ``model.variant`` / ``train.seed``), in its own
 run folder ``STATE/runs/<id>``; a ``robustness`` job is ``appt eval --run <that folder>
---checkpoint last --corrupt KIND`` for every corruption kind, one kind per process. Every job runs
+--checkpoint last --corrupt SPEC`` for each SPEC of its ``corrupt`` list, one process each (default
+``[all]``: every kind and level in one process, so the model loads and the clean test pass runs once;
+per-kind processes cost 6 more of each for 35 corrupted passes). Every job runs
 in a child process through the public ``appt`` commands of the installed (editable) source tree,
 so each run uses the code as it is when it starts or resumes, and records that code: the commit,
 whether ``src/``, ``configs/`` or ``pyproject.toml`` differ from it (``dirty``) and a SHA-256 of
@@ -21,7 +23,7 @@ that difference, per session.
 Resuming: a run cut short (worker killed, machine rebooted, ``stop``) continues from its last
 resumable checkpoint (``checkpoints/resume.pt``, written every epoch and every
 ``train.checkpoint_every`` steps) with ``appt train --resume``, which is exact (see
-``appt.training.engine``). A robustness job redoes only the corruption kinds it has not written.
+``appt.training.engine``). A robustness job redoes only the specs it has not written.
 A finished job writes ``STATE/results/<id>.json`` and is skipped from then on. One worker per
 state folder: ``STATE/worker.lock`` is held with ``flock`` while ``run`` works (released by the
 kernel when the worker dies, so it is never stale); ``STATE/worker.json`` names its pid.
@@ -55,7 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "benchmarks" / "plans" / "regimes.yaml"
 STATE = ROOT / "benchmarks" / "queue_state"
 RESULTS = ROOT / "benchmarks" / "results"
-CORRUPTIONS = ("jitter", "dropout_global", "dropout_local", "add_global", "add_local", "scale", "rotate")
 CONTRASTS = (("appt", "encoder_only"), ("appt", "random_backbone"))
 # A regime that changes one thing of another (same data, seeds and variants): each variant is also
 # compared across the two, seed by seed (does the change help that variant?).
@@ -130,7 +131,7 @@ def load_plan(path: str | os.PathLike) -> dict[str, Any]:
         elif job["kind"] == "robustness":
             if job["of"] not in seen:
                 raise SystemExit(f"{path}: robustness job {job['id']} names {job['of']!r}, not an earlier train job")
-            job.setdefault("corrupt", list(CORRUPTIONS))
+            job.setdefault("corrupt", ["all"])  # one process: one model load and one clean pass per job
         else:
             raise SystemExit(f"{path}: job {job['id']}: unknown kind {job['kind']!r}")
         jobs.append(job)
@@ -160,31 +161,39 @@ def regimes_plan() -> dict[str, Any]:
         epochs, every = fewshot[shots]
         return [f"data.subset={shots}/class", f"train.epochs={epochs}", f"train.eval_every={every}"]
 
+    def robustness_of(trained: list[dict[str, Any]]) -> None:  # one robustness job for each of these train jobs
+        jobs.extend([{"id": f"robust-{j['id']}", "kind": "robustness", "of": j["id"]} for j in trained])
+
     for seed in range(5):  # 1. the decisive regime: interleaved by seed, so pairs complete early
         add("minilm_fewshot_10", minilm, seed, fs(10), "minilm-k10")
     for seed in range(5):  # 1b. the same with the authors' readout: the head sees only the backbone's output
         add("minilm_fewshot_10_paper_readout", paper_readout, seed, fs(10), "minilm-k10pr")
     # 1c. robustness of those 30 runs next: where clean accuracy ties, the frozen backbone may still buy
     # robustness, and these are the regimes with five pairs
-    early = [j["id"] for j in jobs]
-    jobs += [{"id": f"robust-{i}", "kind": "robustness", "of": i} for i in early]
-    for seed in range(3):  # 2. 5 and 20 shapes per class
-        add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
-        add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
-    # 3. data size at equal optimizer steps: 3,991 training shapes, batch 32, partial batch dropped:
+    robustness_of(jobs[:])
+    # 2. data size at equal optimizer steps: 3,991 training shapes, batch 32, partial batch dropped:
     # 10 % = 399 shapes = 12 steps / epoch, 30 % = 1,197 = 37, 100 % = 124. 31 x 12 = 372,
     # 10 x 37 = 370, 3 x 124 = 372 steps; warm-up 124 steps everywhere (1 epoch of the full split).
+    # Then its robustness, before 5 and 20 per class: issue 14's done-when needs these, not those.
     datasize = {"f010": (0.1, 31, 10, 124 / 12), "f030": (0.3, 10, 3, 124 / 37), "f100": (1.0, 3, 1, 1.0)}
+    start = len(jobs)
     for seed in range(3):
         for tag, (fraction, epochs, every, warmup) in datasize.items():
             add("minilm_datasize_372steps", minilm, seed,
                 [f"data.subset={fraction}", f"train.epochs={epochs}", f"train.eval_every={every}",
                  f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}")
-    for seed in range(5):  # 4. the paper-width backbone, few-shot
-        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10")
-    # 5. robustness of every other run (7 corruptions x 5 levels = 35 test passes each): last
-    trained = [j["id"] for j in jobs if j.get("kind", "train") == "train" and j["id"] not in early]
-    jobs += [{"id": f"robust-{i}", "kind": "robustness", "of": i} for i in trained]
+    robustness_of(jobs[start:])
+    start = len(jobs)
+    for seed in range(3):  # 3. 5 and 20 shapes per class
+        add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
+        add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
+    fewer_more = jobs[start:]
+    start = len(jobs)
+    for seed in range(5):  # 4. the paper-width backbone, few-shot, and its robustness (a second worker
+        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10")  # runs these: --only '^(robust-)?mpnet-')
+    robustness_of(jobs[start:])
+    # 5. last, the robustness of 5 and 20 per class
+    robustness_of(fewer_more)
     return {"name": "regimes", "issue": 14,
             "defaults": {"overrides": ["train.checkpoint_every=20", "train.log_every=10"]}, "jobs": jobs}
 
@@ -197,9 +206,11 @@ PLAN_HEADER = """\
 # Few-shot: data.subset=K/class draws exactly K seeded shapes of every class (tags k5 / k10 / k20).
 # Order: MiniLM 10 per class x 5 seeds first, the same with the authors' embedding and readout options
 # (configs/modelnet10_minilm_paper_readout.yaml, tag k10pr; added 2026-12-01 after the first 15 runs),
-# the robustness pass of those 30 runs (appt eval --corrupt, every kind and level, on each run's last
-# checkpoint; moved here 2026-12-02), then 5 and 20 per class (3 seeds), the data-size regime at
-# equal optimizer steps (3 seeds), MPNet 10 per class (5 seeds), and last the robustness pass of the rest.
+# the robustness pass of those 30 runs (appt eval --corrupt all on each run's last checkpoint; moved
+# here 2026-12-02), the data-size regime at equal optimizer steps (3 seeds) and its robustness pass,
+# 5 and 20 per class (3 seeds), MPNet 10 per class (5 seeds) and its robustness pass (a second worker
+# runs those: --only '^(robust-)?mpnet-'), and last the robustness pass of 5 and 20 per class
+# (data size before 5/20 per class since 2026-12-02: issue 14's done-when needs it).
 # The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
 # for completeness only.
 """
@@ -456,9 +467,9 @@ def robustness_dir(run_dir: Path, spec: str) -> Path:
 
 
 def run_robustness(state: State, job: dict[str, Any]) -> bool:
-    """``appt eval --corrupt KIND`` on the run's last checkpoint, one kind per process; True when done."""
+    """``appt eval --corrupt SPEC`` on the run's last checkpoint, one process per spec; True when done."""
     run_dir = state.run_dir(job["of"])
-    for spec in job["corrupt"]:  # KIND (levels 1-5) or KIND:LEVEL
+    for spec in job["corrupt"]:  # all, KIND (levels 1-5) or KIND:LEVEL
         out = robustness_dir(run_dir, spec)
         if (out / "robustness.json").is_file():
             continue
@@ -580,7 +591,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def progress_note(state: State, job: dict[str, Any]) -> str:
     if job["kind"] != "train":
         done = sum((robustness_dir(state.run_dir(job["of"]), k) / "robustness.json").is_file() for k in job["corrupt"])
-        return f"{done}/{len(job['corrupt'])} kinds"
+        return f"{done}/{len(job['corrupt'])} parts ({', '.join(job['corrupt'])})"
     events = read_events(state.run_dir(job["id"]))
     epochs = [e for e in events if e.get("event") == "train_epoch"]
     steps = [e.get("step", 0) for e in events if "step" in e]

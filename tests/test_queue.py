@@ -63,24 +63,33 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
     first = [(j["seed"], j["variant"]) for j in plan["jobs"][:15]]
     assert first == [(s, v) for s in range(5) for v in ("appt", "encoder_only", "random_backbone")]
     assert all(j["regime"] == "minilm_fewshot_10" and "data.subset=10/class" in j["overrides"] for j in plan["jobs"][:15])
-    kinds = [j["kind"] for j in plan["jobs"]]
+    jobs = plan["jobs"]
+    kinds = [j["kind"] for j in jobs]
     assert kinds.count("train") == kinds.count("robustness") == 90
-    assert kinds[30:60] == ["robustness"] * 30 and kinds[-60:] == ["robustness"] * 60  # 10 per class first
-    assert [j["of"] for j in plan["jobs"][30:60]] == [j["id"] for j in plan["jobs"][:30]]
+    # 10 per class (both readouts) and its robustness, then the data-size regime and its robustness,
+    # then 5 / 20 per class, MPNet and its robustness, and last the robustness of 5 / 20 per class
+    for trained, robust in [(jobs[0:30], jobs[30:60]), (jobs[60:87], jobs[87:114]),
+                            (jobs[132:147], jobs[147:162]), (jobs[114:132], jobs[162:])]:
+        assert {j["kind"] for j in trained} == {"train"} and {j["kind"] for j in robust} == {"robustness"}
+        assert [j["of"] for j in robust] == [j["id"] for j in trained]
+    assert {j["regime"] for j in jobs[60:87]} == {"minilm_datasize_372steps"}
+    assert {j["regime"] for j in jobs[132:147]} == {"mpnet_fewshot_10"}
+    assert all(j["corrupt"] == ["all"] for j in jobs if j["kind"] == "robustness")  # one process per job
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
 def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
     """Two tiny real runs; the first stops after step 3 of 4 (as a killed worker would leave it),
     the next `run` resumes it from its checkpoint and skips the finished one (and the robustness
-    evaluation of that one, one corruption at one level); a second worker on the same state is refused."""
+    evaluation of that one: every corruption kind and level, in one process); a second worker on the
+    same state is refused."""
     tiny = ["data.subset=20", "data.test_subset=10", "data.num_points=64", "data.batch_size=8",
             "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=1"]
     config = "configs/modelnet10_minilm.yaml"
     jobs = [{"id": "a", "regime": "tiny", "config": config, "variant": "appt", "seed": 0,
              "overrides": [*tiny, "train.stop_after_steps=3"]},
             {"id": "b", "regime": "tiny", "config": config, "variant": "encoder_only", "seed": 0, "overrides": tiny},
-            {"id": "robust-b", "kind": "robustness", "of": "b", "corrupt": ["jitter:1"]}]
+            {"id": "robust-b", "kind": "robustness", "of": "b"}]
     plan = tmp_path / "plan.yaml"
     plan.write_text(json.dumps({"name": "t", "defaults": {"overrides": ["train.checkpoint_every=1"]}, "jobs": jobs}))
     state = tmp_path / "state"
@@ -90,8 +99,9 @@ def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> Non
     st = run_queue.State(state)
     jobs = run_queue.load_plan(plan)["jobs"]
     assert [run_queue.job_state(st, j, None, 4) for j in jobs] == ["partial", "done", "done"]
-    rob = st.result("robust-b")  # appt eval --checkpoint last --corrupt jitter:1 on b's run
-    assert list(rob["table"]) == ["jitter"] and list(rob["table"]["jitter"]) == ["1"]
+    rob = st.result("robust-b")  # appt eval --checkpoint last --corrupt all on b's run, one process
+    assert len(rob["table"]) == 7 and all(list(levels) == ["1", "2", "3", "4", "5"] for levels in rob["table"].values())
+    assert [s["corrupt"] for s in rob["sessions"]] == ["all"]
     assert rob["summary"]["clean"] == st.result("b")["final"]["overall_acc"] and rob["variant"] == "encoder_only"
     b_result = st.result_path("b").read_text()
 
