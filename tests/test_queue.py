@@ -143,3 +143,31 @@ def test_worker_stops_after_its_hours_and_leaves_the_job_resumable(tmp_path: Pat
     assert run_queue.main(["--plan", str(plan), "--state", str(tmp_path / "s"), "run", "--hours", str(1 / 3600)]) == 0
     assert time.time() - tic < 10 and "worker stopped by SIGALRM" in capsys.readouterr().out
     assert not run_queue.State(tmp_path / "s").result_path("slow").exists()
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
+def test_same_training_finds_a_run_repeated_and_a_changed_loss(tmp_path: Path, capsys) -> None:
+    """benchmarks/same_training.py reruns a real tiny run's first steps: identical here; after one
+    logged loss is changed in its last digit, it reports that event and exits 1."""
+    import subprocess
+
+    import same_training
+
+    run = tmp_path / "run"
+    tiny = ["data.subset=16", "data.test_subset=8", "data.num_points=64", "data.batch_size=8",
+            "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=2", "train.log_every=1"]
+    cmd = run_queue.appt_cmd("train", "--config", "configs/modelnet10_minilm.yaml", "--set", f"run_dir={run}",
+                             *[a for o in tiny for a in ("--set", o)], "--no-progress")
+    subprocess.run(cmd, env=run_queue.child_env(), cwd=ROOT, check=True, capture_output=True)
+    assert same_training.main([str(run), "--steps", "3", "--out", str(tmp_path / "same.json")]) == 0
+    report = json.loads((tmp_path / "same.json").read_text())
+    assert report["runs"][0]["identical"] and report["runs"][0]["compared"] == 4  # steps 1-3, epoch 1 (2 steps)
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if '"train_step"' in line and '"step": 3' in line)
+    event = json.loads(lines[i])
+    event["loss"] = math.nextafter(event["loss"], math.inf)  # one unit in the last place
+    lines[i] = json.dumps(event)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert same_training.main([str(run), "--steps", "3"]) == 1
+    assert "train_step at step 3: loss" in capsys.readouterr().out
