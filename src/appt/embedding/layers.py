@@ -9,15 +9,20 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-def batch_norm(x: Tensor, bn: nn.BatchNorm1d, relu: bool = False) -> Tensor:
-    """Apply ``bn`` (then ReLU when ``relu``) to a channels-last tensor ``(..., C) -> (..., C)``.
+def batch_norm(x: Tensor, bn: nn.BatchNorm1d, relu: bool = False, residual: Tensor | None = None) -> Tensor:
+    """Apply ``bn``, then add ``residual`` (same shape as ``x``) and apply ReLU when asked, to a
+    channels-last tensor ``(..., C) -> (..., C)``.
 
-    The ReLU runs in place on BatchNorm's own output, before the reshape: its backward needs only
-    its result, and BatchNorm's backward only its input. In place on the reshaped *view* instead,
-    autograd would copy the whole gradient in the backward pass (``CopySlices``).
+    The addition and the ReLU run in place on BatchNorm's own output, before the reshape: BatchNorm's
+    backward needs only its input, the addition's nothing, the ReLU's only its result. That saves a
+    fresh ``(..., C)`` tensor per step, and on the CPU fresh large tensors cost page faults. In place
+    on the reshaped *view* instead, autograd would copy the whole gradient in the backward pass
+    (``CopySlices``). ``y + r`` equals ``r + y`` bit for bit, so the order changes no value.
     """
     shape = x.shape
     y = bn(x.reshape(-1, shape[-1]))
+    if residual is not None:
+        y.add_(residual.reshape(-1, shape[-1]))
     return (y.relu_() if relu else y).reshape(shape)
 
 
@@ -52,4 +57,5 @@ class ResidualBlock(nn.Module):
         self.outer = LinearBNReLU(hidden, dim, relu=False, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x + self.outer(self.inner(x))).relu()
+        # ``relu(x + outer(inner(x)))``, the sum and ReLU in place on the outer BatchNorm's output
+        return batch_norm(self.outer.linear(self.inner(x)), self.outer.bn, relu=True, residual=x)
