@@ -166,11 +166,13 @@ def regimes_plan() -> dict[str, Any]:
 
     for seed in range(5):  # 1. the decisive regime: interleaved by seed, so pairs complete early
         add("minilm_fewshot_10", minilm, seed, fs(10), "minilm-k10")
+    k10 = jobs[:]
     for seed in range(5):  # 1b. the same with the authors' readout: the head sees only the backbone's output
         add("minilm_fewshot_10_paper_readout", paper_readout, seed, fs(10), "minilm-k10pr")
-    # 1c. robustness of those 30 runs next: where clean accuracy ties, the frozen backbone may still buy
-    # robustness, and these are the regimes with five pairs
-    robustness_of(jobs[:])
+    k10pr = jobs[len(k10):]
+    # 1c. robustness of the first 15 runs next: where clean accuracy ties, the frozen backbone may still
+    # buy robustness, and this regime has five pairs
+    robustness_of(k10)
     # 2. data size at equal optimizer steps: 3,991 training shapes, batch 32, partial batch dropped:
     # 10 % = 399 shapes = 12 steps / epoch, 30 % = 1,197 = 37, 100 % = 124. 31 x 12 = 372,
     # 10 x 37 = 370, 3 x 124 = 372 steps; warm-up 124 steps everywhere (1 epoch of the full split).
@@ -183,6 +185,7 @@ def regimes_plan() -> dict[str, Any]:
                 [f"data.subset={fraction}", f"train.epochs={epochs}", f"train.eval_every={every}",
                  f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}")
     robustness_of(jobs[start:])
+    robustness_of(k10pr)  # 2b. then that of the authors' readout (done-when needs those above, not these)
     start = len(jobs)
     for seed in range(3):  # 3. 5 and 20 shapes per class
         add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
@@ -206,11 +209,12 @@ PLAN_HEADER = """\
 # Few-shot: data.subset=K/class draws exactly K seeded shapes of every class (tags k5 / k10 / k20).
 # Order: MiniLM 10 per class x 5 seeds first, the same with the authors' embedding and readout options
 # (configs/modelnet10_minilm_paper_readout.yaml, tag k10pr; added 2026-12-01 after the first 15 runs),
-# the robustness pass of those 30 runs (appt eval --corrupt all on each run's last checkpoint; moved
-# here 2026-12-02), the data-size regime at equal optimizer steps (3 seeds) and its robustness pass,
-# 5 and 20 per class (3 seeds), MPNet 10 per class (5 seeds) and its robustness pass (a second worker
-# runs those: --only '^(robust-)?mpnet-'), and last the robustness pass of 5 and 20 per class
-# (data size before 5/20 per class since 2026-12-02: issue 14's done-when needs it).
+# the robustness pass of the first 15 runs (appt eval --corrupt all on each run's last checkpoint), the
+# data-size regime at equal optimizer steps (3 seeds) and its robustness pass, the robustness pass of
+# the k10pr runs, 5 and 20 per class (3 seeds), MPNet 10 per class (5 seeds) and its robustness pass (a
+# second worker runs those: --only '^(robust-)?mpnet-'), and last the robustness pass of 5 and 20 per
+# class. (Reordered on 2026-12-02, before any robustness job had started, so that what issue 14's
+# done-when needs comes first.)
 # The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
 # for completeness only.
 """
