@@ -11,8 +11,9 @@ script writes from the JSON the page names.
 One table per regime and data setting: each variant's last-epoch test OA per seed, mean ± sd and
 trained parameters; then the paired differences ``appt - encoder_only`` and
 ``appt - random_backbone`` (per seed, mean, 95 % Student-t interval) and, where the robustness pass
-ran, the same for the mean accuracy under corruption; for a regime that changes one thing of another
-(``run_queue.ACROSS``), each variant's difference between the two, paired by seed. The plot shows
+ran, the same for the accuracy under corruption, its drop from clean and each corruption kind; for a
+regime that changes one thing of another (``run_queue.ACROSS``), each variant's difference between the
+two, paired by seed. The plot shows
 each backbone contrast with its interval, one row per regime and contrast.
 """
 
@@ -58,20 +59,21 @@ def cell_section(regime: str, cell: str, entry: dict[str, Any]) -> str:
     for name, v in entry["variants"].items():
         per_seed = " / ".join(pct(a) for a in v["overall_acc"])
         spread = f" ± {pct(v['sd_overall_acc'])}" if v["sd_overall_acc"] is not None else ""
+        corrupted = (" / ".join(pct(a) for a in v["mean_corrupted_acc"]) + f" (seeds {', '.join(map(str, v['robustness_seeds']))})"
+                     if v.get("mean_corrupted_acc") else "not run yet")
         rows.append([f"`{name}`", ", ".join(map(str, v["seeds"])), per_seed, f"{pct(v['mean_overall_acc'])}{spread}",
-                     pct(v["mean_class_acc"]), f"{v['trainable_params']:,}", f"{v['seconds_per_run']:.0f}"])
+                     pct(v["mean_class_acc"]), corrupted, f"{v['trainable_params']:,}", f"{v['seconds_per_run']:.0f}"])
     variants = markdown_table(["variant", "seeds", "test OA per seed", "mean ± sd", "mean class acc.",
-                               "trained params", "s per run"], rows)
+                               "OA under corruption per seed", "trained params", "s per run"], rows)
     prow = []
     for name, p in entry["paired"].items():
         oa = p["overall_acc"]
-        rob = p.get("mean_corrupted_acc")
         prow.append([f"`{name}`", len(p["seeds"]), " / ".join(pct(d, True) for d in oa["diffs"]), interval(oa),
-                     verdict(oa), interval(p["mean_class_acc"]),
-                     f"{interval(rob)} (n = {rob['n']})" if rob else "not run yet"])
+                     verdict(oa), interval(p["mean_class_acc"])])
     paired = markdown_table(["paired difference", "pairs", "OA, per seed (points)", "OA mean [95 % CI]",
-                             "interval", "mean class acc. [95 % CI]", "mean OA under corruption [95 % CI]"],
+                             "interval", "mean class acc. [95 % CI]"],
                             prow) if prow else "No seed has both `appt` and another variant finished yet: no paired difference."
+    paired += robustness_section(entry)
     across = ""
     if entry.get("across"):  # the same variant in another regime, paired by seed (run_queue.ACROSS)
         arow = [[f"`{name}`", len(p["seeds"]), " / ".join(pct(d, True) for d in p["overall_acc"]["diffs"]),
@@ -82,6 +84,25 @@ def cell_section(regime: str, cell: str, entry: dict[str, Any]) -> str:
     dirty = f"; {entry['dirty_runs']} run(s) from a dirty tree" if entry["dirty_runs"] else ""
     commits = ", ".join(c[:7] for c in entry["commits"])
     return (f"### {regime} — {cell}\n\nCommit(s) {commits}{dirty}.\n\n{variants}\n\n{paired}{across}\n")
+
+
+def robustness_section(entry: dict[str, Any]) -> str:
+    """The robustness pass's paired differences (``run_queue.paired_robustness``), when any pair has one."""
+    pairs = {name: p for name, p in entry["paired"].items() if p.get("mean_corrupted_acc")}
+    if not pairs:
+        return ""
+    rows = [[f"`{name}`", p["mean_corrupted_acc"]["n"], interval(p["mean_corrupted_acc"]), verdict(p["mean_corrupted_acc"]),
+             interval(p["mean_drop"]), verdict(p["mean_drop"])] for name, p in pairs.items()]
+    kinds = list(dict.fromkeys(k for p in pairs.values() for k in p["per_kind_corrupted_acc"]))
+    krows = [[k, *[f"{interval(p['per_kind_corrupted_acc'][k])}, {verdict(p['per_kind_corrupted_acc'][k])}"
+                   if k in p["per_kind_corrupted_acc"] else "-" for p in pairs.values()]] for k in kinds]
+    return ("\n\nUnder corruption (`appt eval --corrupt all`: 7 kinds x 5 levels, last checkpoint). OA under "
+            "corruption: above 0, `appt` keeps more; drop (clean minus corrupted OA): *below* 0, `appt` loses "
+            "fewer points, i.e. is more robust whatever its clean OA:\n\n" +
+            markdown_table(["paired difference", "pairs", "OA under corruption [95 % CI]", "interval",
+                            "drop [95 % CI]", "interval"], rows) +
+            "\n\nPer corruption kind (mean over its 5 levels; seven intervals per contrast, so one may exclude 0 "
+            "by chance alone):\n\n" + markdown_table(["kind", *[f"`{n}`" for n in pairs]], krows))
 
 
 def report(payload: dict[str, Any], source: str) -> str:

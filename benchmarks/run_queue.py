@@ -663,6 +663,9 @@ def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, 
                                "mean_class_acc": statistics.mean(macc),
                                "trainable_params": next(r["trainable_params"] for r in rs if r["variant"] == v),
                                "seconds_per_run": statistics.mean(r["seconds"] for r in rs if r["variant"] == v)}
+                corrupted = {s: rob[(v, s)]["summary"]["mean_corrupted"] for s in sorted(oa) if (v, s) in rob}
+                if corrupted:  # the robustness pass's mean OA over every kind and level, per seed
+                    variants[v].update(robustness_seeds=list(corrupted), mean_corrupted_acc=list(corrupted.values()))
             paired = {}
             for a, b in CONTRASTS:
                 seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
@@ -675,9 +678,8 @@ def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, 
                 rseeds = [s for s in seeds if (a, s) in rob and (b, s) in rob]
                 if rseeds:
                     pair["robustness_seeds"] = rseeds
-                    pair["mean_corrupted_acc"] = paired_interval(
-                        [rob[(a, s)]["summary"]["mean_corrupted"] - rob[(b, s)]["summary"]["mean_corrupted"]
-                         for s in rseeds], use_scipy)
+                    pair.update(paired_robustness([rob[(a, s)]["summary"] for s in rseeds],
+                                                  [rob[(b, s)]["summary"] for s in rseeds], use_scipy))
                 paired[f"{a} - {b}"] = pair
             entry[cell or "all"] = {"variants": variants, "paired": paired,
                                     "commits": sorted({c for r in rs for c in r["commits"]}),
@@ -688,6 +690,22 @@ def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, 
             if cell in out.get(base, {}):
                 entry["across"] = across_regimes(entry, out[base][cell], f"{regime} - {base}", use_scipy)
     return out
+
+
+def paired_robustness(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], use_scipy: bool = True) -> dict[str, Any]:
+    """Paired differences of two variants' robustness summaries (one per seed, same order):
+    ``mean_corrupted_acc`` (OA over every kind and level; above 0: the first variant keeps more),
+    ``mean_drop`` (clean minus corrupted OA; *below* 0: the first variant loses fewer points, i.e. it
+    is more robust whatever its clean OA) and ``per_kind_corrupted_acc`` (each kind's mean over its
+    levels; seven intervals, so one of them may exclude 0 by chance alone)."""
+    def diffs(key: str) -> list[float]:
+        return [m[key] - t[key] for m, t in zip(mine, theirs)]
+
+    kinds = [k for k in mine[0]["per_kind_mean"] if all(k in x["per_kind_mean"] for x in [*mine, *theirs])]
+    return {"mean_corrupted_acc": paired_interval(diffs("mean_corrupted"), use_scipy),
+            "mean_drop": paired_interval(diffs("mean_drop"), use_scipy),
+            "per_kind_corrupted_acc": {k: paired_interval([m["per_kind_mean"][k] - t["per_kind_mean"][k]
+                                                           for m, t in zip(mine, theirs)], use_scipy) for k in kinds}}
 
 
 def across_regimes(entry: dict[str, Any], base: dict[str, Any], label: str, use_scipy: bool = True) -> dict[str, Any]:

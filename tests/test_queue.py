@@ -38,8 +38,11 @@ def test_regime_summary_pairs_variants_by_seed() -> None:
 
     results = [run("appt", 0, 0.80), run("encoder_only", 0, 0.78), run("appt", 1, 0.82), run("encoder_only", 1, 0.83),
                run("appt", 2, 0.81), run("random_backbone", 2, 0.80)]  # encoder_only seed 2 missing: not paired
-    rob = [{"of": "appt-0", "regime": "r", "variant": "appt", "seed": 0, "summary": {"mean_corrupted": 0.6}},
-           {"of": "encoder_only-0", "regime": "r", "variant": "encoder_only", "seed": 0, "summary": {"mean_corrupted": 0.5}}]
+    def summary(corrupted: float, drop: float, jitter: float) -> dict:
+        return {"mean_corrupted": corrupted, "mean_drop": drop, "per_kind_mean": {"jitter": jitter, "rotate": corrupted}}
+
+    rob = [{"of": "appt-0", "regime": "r", "variant": "appt", "seed": 0, "summary": summary(0.6, 0.2, 0.7)},
+           {"of": "encoder_only-0", "regime": "r", "variant": "encoder_only", "seed": 0, "summary": summary(0.5, 0.28, 0.4)}]
     cell = run_queue.summarize_regimes(results, rob)["r"]["data.subset=100"]
     enc = cell["paired"]["appt - encoder_only"]
     assert enc["seeds"] == [0, 1] and enc["overall_acc"]["diffs"] == pytest.approx([0.02, -0.01])
@@ -47,6 +50,10 @@ def test_regime_summary_pairs_variants_by_seed() -> None:
     half = 12.7062 * statistics_sd([0.02, -0.01]) / math.sqrt(2)
     assert enc["overall_acc"]["ci95"] == pytest.approx([0.005 - half, 0.005 + half], abs=1e-5)
     assert enc["mean_corrupted_acc"]["diffs"] == pytest.approx([0.1]) and enc["robustness_seeds"] == [0]
+    assert enc["mean_drop"]["diffs"] == pytest.approx([-0.08])
+    assert enc["per_kind_corrupted_acc"]["jitter"]["diffs"] == pytest.approx([0.3])
+    assert cell["variants"]["appt"]["mean_corrupted_acc"] == [0.6] and cell["variants"]["appt"]["robustness_seeds"] == [0]
+    assert "mean_corrupted_acc" not in cell["variants"]["random_backbone"]
     assert cell["paired"]["appt - random_backbone"]["overall_acc"]["n"] == 1
     assert cell["variants"]["appt"]["overall_acc"] == [0.80, 0.82, 0.81] and cell["dirty_runs"] == 6
 

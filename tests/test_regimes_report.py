@@ -62,6 +62,29 @@ def test_a_regime_that_changes_one_thing_is_compared_with_its_base_variant_by_va
     assert f"`random_backbone: {changed}" not in text
 
 
+def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_each_kind() -> None:
+    # appt keeps 3, 4, 5 points more under corruption than encoder_only and loses 1, 1.5, 2 points less
+    # of its clean OA; on jitter it keeps 1 point more for every seed (zero-width interval)
+    results = [_run(v, s, 0.80) for v in ("appt", "encoder_only", "random_backbone") for s in range(3)]
+
+    def rob(variant: str, seed: int, corrupted: float, drop: float, jitter: float) -> dict:
+        return {"of": f"{variant}-{seed}", "regime": "minilm_x", "variant": variant, "seed": seed,
+                "summary": {"mean_corrupted": corrupted, "mean_drop": drop, "per_kind_mean": {"jitter": jitter, "rotate": 0.5}}}
+
+    robs = [rob("appt", s, 0.60 + 0.01 * s, 0.10, 0.70) for s in range(3)]
+    robs += [rob("encoder_only", s, 0.57, 0.11 + 0.005 * s, 0.69) for s in range(3)]
+    payload = {**_payload(results), "summary": run_queue.summarize_regimes(results, robs, use_scipy=False)}
+    text = regimes_report.report(payload, "benchmarks/results/regimes_test.json")
+    row = _paired_row(text.split("Under corruption", 1)[1], "appt - encoder_only")
+    assert row[1] == "3" and row[2].startswith("+4.00 [") and row[3] == "above 0"
+    assert row[4].startswith("-1.50 [") and row[5] == "below 0"
+    jitter = next(l for l in text.splitlines() if l.startswith("| jitter"))
+    assert "+1.00" in jitter and "above 0" in jitter
+    assert "`appt - random_backbone`" not in text.split("Under corruption", 1)[1]  # no robustness pass for it
+    variants = _paired_row(text, "appt")
+    assert variants[5] == "60.00 / 61.00 / 62.00 (seeds 0, 1, 2)" and _paired_row(text, "random_backbone")[5] == "not run yet"
+
+
 def test_committed_regimes_page_is_the_scripts_output_of_the_json_it_names() -> None:
     assert PAGE.is_file(), "docs/regimes.md missing: run benchmarks/regimes_report.py"
     text = PAGE.read_text()
