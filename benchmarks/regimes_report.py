@@ -8,7 +8,9 @@ with intervals, and hand-copied figures drift from their JSON. ``docs/regimes.md
 output, and ``tests/test_regimes_report.py`` fails when the committed page differs from what the
 script writes from the JSON the page names.
 
-One table per regime and data setting: each variant's last-epoch test OA per seed, mean ± sd and
+First the answer, read off the intervals (``answer``): the settings where the pretrained backbone
+beats both other variants, those where it is below one, those with too few pairs. Then one table per
+regime and data setting: each variant's last-epoch test OA per seed, mean ± sd and
 trained parameters; then the paired differences ``appt - encoder_only`` and
 ``appt - random_backbone`` (per seed, mean, 95 % Student-t interval) and, where the robustness pass
 ran, the same for the accuracy under corruption, its drop from clean and each corruption kind; for a
@@ -105,6 +107,37 @@ def robustness_section(entry: dict[str, Any]) -> str:
             "by chance alone):\n\n" + markdown_table(["kind", *[f"`{n}`" for n in pairs]], krows))
 
 
+MEASURES = (("test OA", "overall_acc"), ("OA under corruption", "mean_corrupted_acc"))
+
+
+def answer(payload: dict[str, Any]) -> str:
+    """The page's verdict, read off the paired intervals: the settings where the pretrained backbone
+    beats both other variants (both intervals above 0), those where it is below one, and those with
+    too few pairs for a verdict; for clean test OA and for OA under corruption."""
+    wins, losses, open_ = [], [], []
+    for regime, cells in payload["summary"].items():
+        for cell, entry in cells.items():
+            where = f"{regime} {cell.removeprefix('data.subset=')}"
+            for measure, key in MEASURES:
+                pairs = {name: p[key] for name, p in entry["paired"].items() if p.get(key)}
+                if not pairs:
+                    continue
+                verdicts = {name: verdict(p) for name, p in pairs.items()}
+                if len(pairs) == 2 and all(v == "above 0" for v in verdicts.values()):
+                    wins.append(f"{where}, {measure}: " + "; ".join(f"`{n}` {interval(p)}" for n, p in pairs.items()))
+                losses += [f"{where}, {measure}: `{n}` {interval(pairs[n])}" for n, v in verdicts.items() if v == "below 0"]
+                open_ += [f"{where}, {measure}: `{n}` ({pairs[n]['n']} pair(s))" for n, v in verdicts.items()
+                          if v.endswith("no verdict")]
+    lines = ["## Answer so far", "",
+             "Where the pretrained frozen backbone beats **both** `encoder_only` and `random_backbone` (both 95 % "
+             "intervals above 0): " + ("; ".join(wins) if wins else "**nowhere** among the settings measured."), ""]
+    if losses:
+        lines += ["Where it is *below* another variant (interval below 0): " + "; ".join(losses) + ".", ""]
+    if open_:
+        lines += [f"Fewer than {MIN_PAIRS} pairs, no verdict yet: " + "; ".join(open_) + ".", ""]
+    return "\n".join(lines)
+
+
 def report(payload: dict[str, Any], source: str) -> str:
     """The whole page for ``payload`` (a ``collect`` file) read from ``source`` (a repo path)."""
     done, pending = payload["jobs_done"], len(payload["jobs_pending"])
@@ -117,7 +150,7 @@ def report(payload: dict[str, Any], source: str) -> str:
             f"`s per run` is wall time on the shared 2-core machine, including any time the queue was paused.\n")
     sections = [cell_section(regime, cell, entry)
                 for regime, cells in payload["summary"].items() for cell, entry in cells.items()]
-    return "\n".join([head, *sections])
+    return "\n".join([head, answer(payload), *sections])
 
 
 def plot(payload: dict[str, Any], out: Path) -> None:

@@ -62,6 +62,31 @@ def test_a_regime_that_changes_one_thing_is_compared_with_its_base_variant_by_va
     assert f"`random_backbone: {changed}" not in text
 
 
+def test_answer_names_the_settings_where_appt_beats_both_and_where_it_is_below() -> None:
+    # regime minilm_x: appt above both (+2 to +3 points); regime minilm_y: level with random_backbone (+-0.5),
+    # below encoder_only (-2, -1.5, -1); regime minilm_z: two seeds only
+    def regime(name: str, enc: float, rnd: float, seeds: int = 3) -> list[dict]:
+        out = []
+        for s in range(seeds):
+            out += [{**_run("appt", s, 0.80 + 0.01 * s), "regime": name},
+                    {**_run("encoder_only", s, 0.80 + 0.01 * s - enc - 0.005 * s), "regime": name},
+                    {**_run("random_backbone", s, 0.80 + 0.01 * s - rnd + 0.005 * (s % 2 * 2 - 1)), "regime": name}]
+        return out
+
+    results = (regime("minilm_x", 0.02, 0.025) + regime("minilm_y", -0.02, 0.0) + regime("minilm_z", 0.02, 0.02, seeds=2)
+               + regime("minilm_w", 0.02, 0.0))  # w: above encoder_only only
+    text = regimes_report.report(_payload(results), "benchmarks/results/regimes_test.json")
+    answer = text.split("## Answer so far", 1)[1].split("###", 1)[0]
+    both = next(line for line in answer.splitlines() if line.startswith("Where the pretrained"))
+    assert "minilm_x 10/class, test OA: `appt - encoder_only` +2.50 [" in both
+    assert "minilm_y" not in both and "minilm_w" not in both
+    below = next(line for line in answer.splitlines() if line.startswith("Where it is *below*"))
+    assert "minilm_y 10/class, test OA: `appt - encoder_only` -1.50 [" in below and "random_backbone" not in below
+    assert "minilm_z 10/class, test OA: `appt - encoder_only` (2 pair(s))" in answer
+    none = regimes_report.report(_payload(regime("minilm_y", -0.02, 0.0)), "benchmarks/results/regimes_test.json")
+    assert "intervals above 0): **nowhere** among the settings measured." in none
+
+
 def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_each_kind() -> None:
     # appt keeps 3, 4, 5 points more under corruption than encoder_only and loses 1, 1.5, 2 points less
     # of its clean OA; on jitter it keeps 1 point more for every seed (zero-width interval)
