@@ -16,7 +16,7 @@ trained parameters; then the paired differences ``appt - encoder_only`` and
 ran, the same for the accuracy under corruption, its drop from clean and each corruption kind; for a
 regime that changes one thing of another (``run_queue.ACROSS``), each variant's difference between the
 two, paired by seed. The plot shows
-each backbone contrast with its interval, one row per regime and contrast.
+each backbone contrast with its interval, one row per regime, contrast and measure.
 """
 
 from __future__ import annotations
@@ -154,15 +154,16 @@ def report(payload: dict[str, Any], source: str) -> str:
 
 
 def plot(payload: dict[str, Any], out: Path) -> None:
-    """Paired OA differences with 95 % intervals, one row per regime, setting and contrast."""
+    """Paired OA differences with 95 % intervals, one row per regime, setting, contrast and measure
+    (clean test OA; OA under corruption where the robustness pass ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{regime} {cell.removeprefix('data.subset=')}\n{name}", p["overall_acc"])
+    rows = [(f"{regime} {cell.removeprefix('data.subset=')}\n{name}" + ("" if key == "overall_acc" else ", corrupted"), p[key])
             for regime, cells in payload["summary"].items() for cell, e in cells.items()
-            for name, p in e["paired"].items()]
+            for name, p in e["paired"].items() for _, key in MEASURES if p.get(key)]
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.2))
     for i, (_, p) in enumerate(rows):
         lo, hi = p["ci95"] or (p["mean"], p["mean"])
@@ -172,7 +173,7 @@ def plot(payload: dict[str, Any], out: Path) -> None:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("paired difference in test OA (points): mean, 95 % CI, per seed (x)")
+    ax.set_xlabel("paired difference in test OA, clean or under corruption (points): mean, 95 % CI, per seed (x)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -87,7 +87,7 @@ def test_answer_names_the_settings_where_appt_beats_both_and_where_it_is_below()
     assert "intervals above 0): **nowhere** among the settings measured." in none
 
 
-def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_each_kind() -> None:
+def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_each_kind(tmp_path: Path) -> None:
     # appt keeps 3, 4, 5 points more under corruption than encoder_only and loses 1, 1.5, 2 points less
     # of its clean OA; on jitter it keeps 1 point more for every seed (zero-width interval)
     results = [_run(v, s, 0.80) for v in ("appt", "encoder_only", "random_backbone") for s in range(3)]
@@ -108,6 +108,8 @@ def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_eac
     assert "`appt - random_backbone`" not in text.split("Under corruption", 1)[1]  # no robustness pass for it
     variants = _paired_row(text, "appt")
     assert variants[5] == "60.00 / 61.00 / 62.00 (seeds 0, 1, 2)" and _paired_row(text, "random_backbone")[5] == "not run yet"
+    regimes_report.plot(payload, tmp_path / "paired.png")  # clean and corrupted rows
+    assert (tmp_path / "paired.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_committed_regimes_page_is_the_scripts_output_of_the_json_it_names() -> None:
