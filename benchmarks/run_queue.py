@@ -378,6 +378,10 @@ def child_env() -> dict[str, str]:
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MKL_NUM_THREADS", "1")
+    # torch's CPU allocator asks for transparent huge pages for tensors of 2 MiB and more: the
+    # embedding's (B, G, k, C) tensors then fault in 2 MiB at a time, not 4 KiB (fewer page faults,
+    # less system time; the arithmetic, and so every figure, is the same)
+    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     env.setdefault("APPT_DATA", str(ROOT.parent / "shared" / "data"))
     env["PYTHONUNBUFFERED"] = "1"
     return env

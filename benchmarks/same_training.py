@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in res["problems"]:
             print(f"  {line}")
     if args.out:
-        write_json(args.out, {"date": now(), "code": code_state(), "runs": results})
+        env = child_env()
+        settings = {k: env.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "HF_HUB_OFFLINE")}
+        write_json(args.out, {"date": now(), "code": code_state(), "child_env": settings, "runs": results})
     return 0 if all(r["identical"] for r in results) else 1
 
 
