@@ -63,10 +63,12 @@ def cell_section(regime: str, cell: str, entry: dict[str, Any]) -> str:
         spread = f" ± {pct(v['sd_overall_acc'])}" if v["sd_overall_acc"] is not None else ""
         corrupted = (" / ".join(pct(a) for a in v["mean_corrupted_acc"]) + f" (seeds {', '.join(map(str, v['robustness_seeds']))})"
                      if v.get("mean_corrupted_acc") else "not run yet")
+        curve = v.get("curve") or {}
         rows.append([f"`{name}`", ", ".join(map(str, v["seeds"])), per_seed, f"{pct(v['mean_overall_acc'])}{spread}",
+                     " / ".join(f"{pct(a)} @ {ep}" for ep, a in curve.items()) or "-",
                      pct(v["mean_class_acc"]), corrupted, f"{v['trainable_params']:,}", f"{v['seconds_per_run']:.0f}"])
-    variants = markdown_table(["variant", "seeds", "test OA per seed", "mean ± sd", "mean class acc.",
-                               "OA under corruption per seed", "trained params", "s per run"], rows)
+    variants = markdown_table(["variant", "seeds", "test OA per seed", "mean ± sd", "mean test OA @ epoch",
+                               "mean class acc.", "OA under corruption per seed", "trained params", "s per run"], rows)
     prow = []
     for name, p in entry["paired"].items():
         oa = p["overall_acc"]

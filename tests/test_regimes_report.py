@@ -62,6 +62,18 @@ def test_a_regime_that_changes_one_thing_is_compared_with_its_base_variant_by_va
     assert f"`random_backbone: {changed}" not in text
 
 
+def test_variant_rows_show_the_mean_learning_curve_over_the_seeds_that_reached_each_evaluation() -> None:
+    # appt seeds 0-2 evaluated at epochs 20 and 40; seed 2 also at 30 (left out: not every seed has it)
+    results = [{**_run("appt", s, 0.80), "evals": [{"epoch": 20, "overall_acc": 0.70 + 0.01 * s},
+                                                  *([{"epoch": 30, "overall_acc": 0.9}] if s == 2 else []),
+                                                  {"epoch": 40, "overall_acc": 0.80}]} for s in range(3)]
+    results += [_run("encoder_only", s, 0.79) for s in range(3)]
+    payload = json.loads(json.dumps(_payload(results)))  # as read back from the collect file
+    text = regimes_report.report(payload, "benchmarks/results/regimes_test.json")
+    assert _paired_row(text, "appt")[4] == "71.00 @ 20 / 80.00 @ 40"
+    assert _paired_row(text, "encoder_only")[4] == "-"
+
+
 def test_answer_names_the_settings_where_appt_beats_both_and_where_it_is_below() -> None:
     # regime minilm_x: appt above both (+2 to +3 points); regime minilm_y: level with random_backbone (+-0.5),
     # below encoder_only (-2, -1.5, -1); regime minilm_z: two seeds only
@@ -107,7 +119,7 @@ def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_eac
     assert "+1.00" in jitter and "above 0" in jitter
     assert "`appt - random_backbone`" not in text.split("Under corruption", 1)[1]  # no robustness pass for it
     variants = _paired_row(text, "appt")
-    assert variants[5] == "60.00 / 61.00 / 62.00 (seeds 0, 1, 2)" and _paired_row(text, "random_backbone")[5] == "not run yet"
+    assert variants[6] == "60.00 / 61.00 / 62.00 (seeds 0, 1, 2)" and _paired_row(text, "random_backbone")[6] == "not run yet"
     regimes_report.plot(payload, tmp_path / "paired.png")  # clean and corrupted rows
     assert (tmp_path / "paired.png").read_bytes()[:4] == b"\x89PNG"
 
