@@ -4,7 +4,9 @@ and the CLI end to end."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from test_cli_e2e import appt, ok, tiny_config
 
 from appt.data import build_dataset
 from appt.errors import ConfigError
+from appt.training.config import load_config
 from appt.evaluation.robustness import (
     MODELNET_C_DGCNN_CLEAN_ERROR,
     MODELNET_C_DGCNN_ERROR,
@@ -89,6 +92,47 @@ def test_eval_corrupt_writes_a_reproducible_report(tmp_path: Path) -> None:
     assert sorted(table) == ["add_local", "dropout_global", "jitter"]
     assert sorted(table["jitter"], key=int) == ["1", "2", "3", "4", "5"]
     assert all(0.0 <= v <= 1.0 for levels in table.values() for v in levels.values())
+
+
+def test_an_interrupted_corruption_sweep_resumes_only_for_the_same_weights(tmp_path: Path) -> None:
+    """Passes saved in ``robustness_progress.jsonl`` are reused when the fingerprint (weights' bytes,
+    seed, data settings, clean score) matches, recomputed when it does not; the file goes once the
+    report is written."""
+    from appt.training.evaluate import PROGRESS_FILE
+
+    config = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    ok(appt("train", "--config", str(config), "--set", f"run_dir={run}", "--set", "train.epochs=1", "--no-progress"))
+    first = tmp_path / "first"
+    ok(appt("eval", "--run", str(run), "--out", str(first), "--no-progress", "--corrupt", "jitter:1", "rotate:2"))
+    assert not (first / PROGRESS_FILE).exists()
+    table = json.loads((first / "robustness.json").read_text())["table"]
+
+    # as a sweep killed after its first pass would leave it, but with a marker score (0.123) for jitter:1;
+    # the same pass saved under another clean score must not be reused
+    fingerprint = _fingerprint_of(run, first)
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / PROGRESS_FILE).write_text(
+        json.dumps({**fingerprint, "kind": "jitter", "level": 1, "score": 0.123}) + "\n"
+        + json.dumps({**fingerprint, "clean": fingerprint["clean"] + 0.5, "kind": "rotate", "level": 2, "score": 0.456})
+        + "\n" + '{"cut short')
+    proc = ok(appt("eval", "--run", str(run), "--out", str(out), "--no-progress", "--corrupt", "jitter:1", "rotate:2"))
+    assert "resuming: 1 of 2 corrupted passes already done" in proc.stdout
+    resumed = json.loads((out / "robustness.json").read_text())["table"]
+    assert resumed["jitter"]["1"] == 0.123 and resumed["rotate"]["2"] == table["rotate"]["2"]
+    assert not (out / PROGRESS_FILE).exists()
+
+
+def _fingerprint_of(run: Path, report_dir: Path) -> dict:
+    """The sweep key ``appt eval`` computes, rebuilt from the run's files and the clean score it wrote."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in (run / "checkpoints" / "best").iterdir() if p.is_file()):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    cfg = load_config(run / "config.yaml", [])
+    clean = json.loads((report_dir / "robustness.json").read_text())["summary"]["clean"]
+    return {"weights_sha256": digest.hexdigest(), "seed": cfg.train.seed, "clean": clean,
+            "data": json.loads(json.dumps(asdict(cfg.data), default=str))}
 
 
 def test_unknown_corruption_is_a_clear_usage_error(tmp_path: Path) -> None:

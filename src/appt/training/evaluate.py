@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -109,10 +109,19 @@ def evaluate_weights(cfg: Any, weights: Path, out_dir: Path, title: str, vote: i
     return Evaluation(cfg, task, data, model, accelerator, summary, written)
 
 
+PROGRESS_FILE = "robustness_progress.jsonl"
+
+
 def evaluate_corruptions(ev: Evaluation, specs: Sequence[tuple[str, int]], source: str, out_dir: Path,
                          progress: bool = True) -> tuple[dict[str, Any], list[Path]]:
     """The task's main figure on every corrupted copy (``specs``: (kind, level)) of the test split,
-    seeded by ``train.seed``; the robustness report is written to ``out_dir`` (main process only)."""
+    seeded by ``train.seed``; the robustness report is written to ``out_dir`` (main process only).
+
+    Resumable: each finished (kind, level) is appended to ``out_dir/robustness_progress.jsonl`` with a
+    fingerprint of what was evaluated (see ``_sweep_key``); an interrupted sweep run again into the same
+    folder skips the passes already done for the same fingerprint (a full sweep is 35 test passes). The
+    file is removed once the report is written.
+    """
     from appt.evaluation.robustness import (
         CorruptedDataset,
         robustness_summary,
@@ -120,15 +129,59 @@ def evaluate_corruptions(ev: Evaluation, specs: Sequence[tuple[str, int]], sourc
     )
 
     cfg, table = ev.cfg, {}
+    log = Path(out_dir) / PROGRESS_FILE
+    key = _sweep_key(ev)
+    done = _read_progress(log, key)
+    if done and ev.is_main:
+        print(f"resuming: {sum((k, lv) in done for k, lv in specs)} of {len(specs)} corrupted passes already "
+              f"done ({log})")
     for kind, level in specs:
+        if (kind, level) in done:
+            table.setdefault(kind, {})[level] = done[(kind, level)]
+            continue
         dataset = CorruptedDataset(ev.data.test, kind, level, seed=cfg.train.seed)
         loader = ev.accelerator.prepare(_test_loader(dataset, cfg, ev.accelerator))
         outputs = collect_outputs(ev.model, loader, ev.task, ev.accelerator, progress=progress, desc=f"{kind}:{level}")
-        table.setdefault(kind, {})[level] = float(ev.task.summarize(outputs)["main"])
+        table.setdefault(kind, {})[level] = score = float(ev.task.summarize(outputs)["main"])
+        if ev.is_main:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                f.write(json.dumps({**key, "kind": kind, "level": level, "score": score}) + "\n")
     result = {"weights": source, "seed": cfg.train.seed, "table": table,
               "summary": robustness_summary(float(ev.summary["main"]), table)}
     written = write_robustness_report(result, out_dir, ev.task.metric_name) if ev.is_main else []
+    if ev.is_main:
+        log.unlink(missing_ok=True)
     return result, written
+
+
+def _sweep_key(ev: Evaluation) -> dict[str, Any]:
+    """What a saved pass must match to be reused: the weights' bytes, the corruption seed, the data
+    settings and the clean score just measured (which changes if the code or the data changed)."""
+    import hashlib
+
+    from appt.inference.weights import weights_folder
+
+    digest = hashlib.sha256()
+    for f in sorted(p for p in weights_folder(ev.summary["weights"]).iterdir() if p.is_file()):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return {"weights_sha256": digest.hexdigest(), "seed": ev.cfg.train.seed, "clean": float(ev.summary["main"]),
+            "data": json.loads(json.dumps(asdict(ev.cfg.data), default=str))}
+
+
+def _read_progress(log: Path, key: dict[str, Any]) -> dict[tuple[str, int], float]:
+    """The (kind, level) -> score lines of ``log`` made with ``key`` (others, and a line cut short, ignored)."""
+    done: dict[tuple[str, int], float] = {}
+    if not log.is_file():
+        return done
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if all(entry.get(k) == v for k, v in key.items()):
+            done[(entry["kind"], int(entry["level"]))] = float(entry["score"])
+    return done
 
 
 def _test_loader(dataset: Any, cfg: Any, accelerator: Any) -> Any:
