@@ -23,7 +23,8 @@ that difference, per session.
 Resuming: a run cut short (worker killed, machine rebooted, ``stop``) continues from its last
 resumable checkpoint (``checkpoints/resume.pt``, written every epoch and every
 ``train.checkpoint_every`` steps) with ``appt train --resume``, which is exact (see
-``appt.training.engine``). A robustness job redoes only the specs it has not written.
+``appt.training.engine``). A robustness job redoes only the specs it has not written, and within
+an unfinished one ``appt eval --corrupt`` skips the corrupted passes it had finished.
 A finished job writes ``STATE/results/<id>.json`` and is skipped from then on. One worker per
 state folder: ``STATE/worker.lock`` is held with ``flock`` while ``run`` works (released by the
 kernel when the worker dies, so it is never stale); ``STATE/worker.json`` names its pid.
@@ -63,6 +64,7 @@ CONTRASTS = (("appt", "encoder_only"), ("appt", "random_backbone"))
 ACROSS = {"minilm_fewshot_10_paper_readout": "minilm_fewshot_10", "minilm_fewshot_10_120ep": "minilm_fewshot_10",
           "mpnet_fewshot_10_120ep": "mpnet_fewshot_10"}
 PROVENANCE_PATHS = ("src", "configs", "pyproject.toml")
+PASSES_DONE = "robustness_progress.jsonl"  # appt eval --corrupt's record of an unfinished sweep (resumed on rerun)
 BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
 
 # Two-sided 95 % critical values of Student's t, degrees of freedom 1..30 (used without scipy).
@@ -349,8 +351,8 @@ def job_state(state: State, job: dict[str, Any], worker: dict[str, Any] | None, 
     if job["kind"] == "robustness":
         if not state.result_path(job["of"]).is_file():
             return "waiting"
-        return "partial" if any((robustness_dir(state.run_dir(job["of"]), k) / "robustness.json").is_file()
-                                for k in job["corrupt"]) else "pending"
+        return "partial" if any((robustness_dir(state.run_dir(job["of"]), k) / name).is_file()
+                                for k in job["corrupt"] for name in ("robustness.json", PASSES_DONE)) else "pending"
     return "partial" if (state.run_dir(job["id"]) / "checkpoints" / "resume.pt").is_file() else "pending"
 
 
@@ -619,8 +621,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def progress_note(state: State, job: dict[str, Any]) -> str:
     if job["kind"] != "train":
-        done = sum((robustness_dir(state.run_dir(job["of"]), k) / "robustness.json").is_file() for k in job["corrupt"])
-        return f"{done}/{len(job['corrupt'])} parts ({', '.join(job['corrupt'])})"
+        dirs = [robustness_dir(state.run_dir(job["of"]), k) for k in job["corrupt"]]
+        done = sum((d / "robustness.json").is_file() for d in dirs)
+        passes = sum(len((d / PASSES_DONE).read_text().splitlines()) for d in dirs if (d / PASSES_DONE).is_file())
+        return f"{done}/{len(job['corrupt'])} parts ({', '.join(job['corrupt'])})" + (
+            f", {passes} corrupted passes of an unfinished part kept" if passes else "")
     events = read_events(state.run_dir(job["id"]))
     epochs = [e for e in events if e.get("event") == "train_epoch"]
     steps = [e.get("step", 0) for e in events if "step" in e]

@@ -188,3 +188,9 @@ def test_same_training_finds_a_run_repeated_and_a_changed_loss(tmp_path: Path, c
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert same_training.main([str(run), "--steps", "3"]) == 1
     assert "train_step at step 3: loss" in capsys.readouterr().out
+
+
+def test_queue_reads_the_progress_file_appt_eval_writes() -> None:
+    from appt.training.evaluate import PROGRESS_FILE
+
+    assert run_queue.PASSES_DONE == PROGRESS_FILE
