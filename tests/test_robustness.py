@@ -29,6 +29,7 @@ from appt.evaluation.robustness import (
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
+SRC = Path(__file__).resolve().parents[1] / "src"
 SHAPENET = DATA / "shapenetcore_partanno_segmentation_benchmark_v0_normal"
 
 
@@ -96,31 +97,34 @@ def test_eval_corrupt_writes_a_reproducible_report(tmp_path: Path) -> None:
 
 def test_an_interrupted_corruption_sweep_resumes_only_for_the_same_weights(tmp_path: Path) -> None:
     """Passes saved in ``robustness_progress.jsonl`` are reused when the fingerprint (weights' bytes,
-    seed, data settings, clean score) matches, recomputed when it does not; the file goes once the
-    report is written."""
+    seed, data settings, clean score, corruption code) matches, recomputed when it does not; the file
+    goes once the report is written."""
     from appt.training.evaluate import PROGRESS_FILE
 
     config = tiny_config(tmp_path)
     run = tmp_path / "run"
     ok(appt("train", "--config", str(config), "--set", f"run_dir={run}", "--set", "train.epochs=1", "--no-progress"))
     first = tmp_path / "first"
-    ok(appt("eval", "--run", str(run), "--out", str(first), "--no-progress", "--corrupt", "jitter:1", "rotate:2"))
+    specs = ("--corrupt", "jitter:1", "rotate:2", "scale:1")
+    ok(appt("eval", "--run", str(run), "--out", str(first), "--no-progress", *specs))
     assert not (first / PROGRESS_FILE).exists()
     table = json.loads((first / "robustness.json").read_text())["table"]
 
     # as a sweep killed after its first pass would leave it, but with a marker score (0.123) for jitter:1;
-    # the same pass saved under another clean score must not be reused
+    # passes saved under another clean score or another corruption code must not be reused
     fingerprint = _fingerprint_of(run, first)
     out = tmp_path / "resumed"
     out.mkdir()
-    (out / PROGRESS_FILE).write_text(
-        json.dumps({**fingerprint, "kind": "jitter", "level": 1, "score": 0.123}) + "\n"
-        + json.dumps({**fingerprint, "clean": fingerprint["clean"] + 0.5, "kind": "rotate", "level": 2, "score": 0.456})
-        + "\n" + '{"cut short')
-    proc = ok(appt("eval", "--run", str(run), "--out", str(out), "--no-progress", "--corrupt", "jitter:1", "rotate:2"))
-    assert "resuming: 1 of 2 corrupted passes already done" in proc.stdout
+    (out / PROGRESS_FILE).write_text("\n".join([
+        json.dumps({**fingerprint, "kind": "jitter", "level": 1, "score": 0.123}),
+        json.dumps({**fingerprint, "clean": fingerprint["clean"] + 0.5, "kind": "rotate", "level": 2, "score": 0.456}),
+        json.dumps({**fingerprint, "corruption_code_sha256": "0" * 64, "kind": "scale", "level": 1, "score": 0.789}),
+        '{"cut short']))
+    proc = ok(appt("eval", "--run", str(run), "--out", str(out), "--no-progress", *specs))
+    assert "resuming: 1 of 3 corrupted passes already done" in proc.stdout
     resumed = json.loads((out / "robustness.json").read_text())["table"]
-    assert resumed["jitter"]["1"] == 0.123 and resumed["rotate"]["2"] == table["rotate"]["2"]
+    assert resumed["jitter"]["1"] == 0.123
+    assert resumed["rotate"]["2"] == table["rotate"]["2"] and resumed["scale"]["1"] == table["scale"]["1"]
     assert not (out / PROGRESS_FILE).exists()
 
 
@@ -131,8 +135,9 @@ def _fingerprint_of(run: Path, report_dir: Path) -> dict:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     cfg = load_config(run / "config.yaml", [])
     clean = json.loads((report_dir / "robustness.json").read_text())["summary"]["clean"]
+    code = hashlib.sha256(b"".join((SRC / "appt" / f).read_bytes() for f in ("data/corruptions.py", "evaluation/robustness.py")))
     return {"weights_sha256": digest.hexdigest(), "seed": cfg.train.seed, "clean": clean,
-            "data": json.loads(json.dumps(asdict(cfg.data), default=str))}
+            "data": json.loads(json.dumps(asdict(cfg.data), default=str)), "corruption_code_sha256": code.hexdigest()}
 
 
 def test_unknown_corruption_is_a_clear_usage_error(tmp_path: Path) -> None:

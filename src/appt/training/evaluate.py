@@ -157,16 +157,21 @@ def evaluate_corruptions(ev: Evaluation, specs: Sequence[tuple[str, int]], sourc
 
 def _sweep_key(ev: Evaluation) -> dict[str, Any]:
     """What a saved pass must match to be reused: the weights' bytes, the corruption seed, the data
-    settings and the clean score just measured (which changes if the code or the data changed)."""
+    settings, the clean score just measured (it moves if the model's code or the data changed) and the
+    source of the corruptions themselves (which the clean score cannot see)."""
     import hashlib
 
+    import appt.data.corruptions
+    import appt.evaluation.robustness
     from appt.inference.weights import weights_folder
 
     digest = hashlib.sha256()
     for f in sorted(p for p in weights_folder(ev.summary["weights"]).iterdir() if p.is_file()):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
+                                   for m in (appt.data.corruptions, appt.evaluation.robustness)))
     return {"weights_sha256": digest.hexdigest(), "seed": ev.cfg.train.seed, "clean": float(ev.summary["main"]),
-            "data": json.loads(json.dumps(asdict(ev.cfg.data), default=str))}
+            "data": json.loads(json.dumps(asdict(ev.cfg.data), default=str)), "corruption_code_sha256": code.hexdigest()}
 
 
 def _read_progress(log: Path, key: dict[str, Any]) -> dict[tuple[str, int], float]:
