@@ -163,10 +163,10 @@ def _sweep_key(ev: Evaluation) -> dict[str, Any]:
 
     import appt.data.corruptions
     import appt.evaluation.robustness
-    from appt.inference.weights import weights_folder
 
+    weights = Path(ev.summary["weights"])  # a weights file, or a weights folder (all its files)
     digest = hashlib.sha256()
-    for f in sorted(p for p in weights_folder(ev.summary["weights"]).iterdir() if p.is_file()):
+    for f in [weights] if weights.is_file() else sorted(p for p in weights.iterdir() if p.is_file()):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
                                    for m in (appt.data.corruptions, appt.evaluation.robustness)))
