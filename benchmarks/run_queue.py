@@ -638,13 +638,26 @@ def progress_note(state: State, job: dict[str, Any]) -> str:
     return note
 
 
+def live_workers(state: State) -> list[dict[str, Any]]:
+    """The live workers of ``state`` and of any second state folder inside it (one per core, e.g.
+    ``worker_b/`` whose runs, logs, sessions and results link to this folder's)."""
+    roots = [state.root, *sorted(d for d in state.root.iterdir() if d.is_dir() and (d / "worker.lock").exists())]
+    workers = []
+    for root in roots:
+        info = State(root).worker()
+        if info:
+            workers.append({**info, "state": str(root)})
+    return workers
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     state, plan = State(args.state), load_plan(args.plan)
-    worker = state.worker()
+    workers = live_workers(state)
+    running = {w["current"]: w for w in workers if w.get("current")}
     counts: dict[str, int] = {}
     rows = []
     for job in plan["jobs"]:
-        st = job_state(state, job, worker, args.attempts)
+        st = job_state(state, job, running.get(job["id"]), args.attempts)
         counts[st] = counts.get(st, 0) + 1
         res = state.result(job["id"])
         if res and job["kind"] == "train":
@@ -657,8 +670,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.all or st not in ("pending", "waiting"):
             rows.append(f"  {st:8s} {job['id']:36s} {note}")
     print(f"plan {args.plan}: {len(plan['jobs'])} jobs; state {state.root}")
-    print("worker: " + (f"pid {worker.get('pid')}, running {worker.get('current')} (child {worker.get('child_pid')}), "
-                        f"since {worker.get('started')}" if worker else "none running"))
+    for w in workers or [None]:
+        print("worker: " + (f"pid {w.get('pid')}, running {w.get('current')} (child {w.get('child_pid')}), "
+                            f"since {w.get('started')}, state {w['state']}" if w else "none running"))
     print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print("\n".join(rows))
     hidden = counts.get("pending", 0) + counts.get("waiting", 0)

@@ -194,3 +194,21 @@ def test_queue_reads_the_progress_file_appt_eval_writes() -> None:
     from appt.training.evaluate import PROGRESS_FILE
 
     assert run_queue.PASSES_DONE == PROGRESS_FILE
+
+
+def test_status_shows_the_job_a_second_worker_folder_is_running(tmp_path: Path, capsys) -> None:
+    """A second worker works from its own state folder inside the main one (its own lock); the main
+    folder's ``status`` lists that worker and marks its job running, not pending."""
+    jobs = [{"id": j, "regime": "r", "config": "c.yaml", "variant": "appt", "seed": 0} for j in ("a", "b")]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "t", "jobs": jobs}))
+    main_state = run_queue.State(tmp_path / "state")
+    second = run_queue.State(main_state.root / "worker_b")
+    with second.lock():
+        second.set_current("b", child=123)
+        assert run_queue.main(["--plan", str(plan), "--state", str(main_state.root), "status", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "running b (child 123)" in out and str(second.root) in out
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("  ")] == [["pending", "a"], ["running", "b"]]
+    assert run_queue.main(["--plan", str(plan), "--state", str(main_state.root), "status"]) == 0  # lock released
+    assert "worker: none running" in capsys.readouterr().out
