@@ -127,11 +127,23 @@ def test_an_interrupted_corruption_sweep_resumes_only_for_the_same_weights(tmp_p
     assert resumed["rotate"]["2"] == table["rotate"]["2"] and resumed["scale"]["1"] == table["scale"]["1"]
     assert not (out / PROGRESS_FILE).exists()
 
+    # weights named as a file: the fingerprint is that file's bytes alone (not its whole folder's)
+    weights = run / "checkpoints" / "best" / "appt_weights.safetensors"
+    by_file = tmp_path / "by_file"
+    by_file.mkdir()
+    (by_file / PROGRESS_FILE).write_text(json.dumps(
+        {**_fingerprint_of(run, first, files=[weights]), "kind": "jitter", "level": 1, "score": 0.321}) + "\n")
+    proc = ok(appt("eval", "--weights", str(weights), "--config", str(run / "config.yaml"), "--out", str(by_file),
+                   "--no-progress", "--corrupt", "jitter:1"))
+    assert "resuming: 1 of 1" in proc.stdout
+    assert json.loads((by_file / "robustness.json").read_text())["table"]["jitter"]["1"] == 0.321
 
-def _fingerprint_of(run: Path, report_dir: Path) -> dict:
-    """The sweep key ``appt eval`` computes, rebuilt from the run's files and the clean score it wrote."""
+
+def _fingerprint_of(run: Path, report_dir: Path, files: list[Path] | None = None) -> dict:
+    """The sweep key ``appt eval`` computes, rebuilt from the run's files (default: every file of its
+    best checkpoint's folder) and the clean score it wrote."""
     digest = hashlib.sha256()
-    for f in sorted(p for p in (run / "checkpoints" / "best").iterdir() if p.is_file()):
+    for f in files or sorted(p for p in (run / "checkpoints" / "best").iterdir() if p.is_file()):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     cfg = load_config(run / "config.yaml", [])
     clean = json.loads((report_dir / "robustness.json").read_text())["summary"]["clean"]
