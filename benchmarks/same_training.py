@@ -59,6 +59,7 @@ def check(run_dir: Path, steps: int) -> dict[str, Any]:
     run_events = read_events(run_dir)
     logged = [e["step"] for e in run_events if e.get("event") in COMPARED_EVENTS]
     steps = min(steps, max(logged, default=0))  # a partial run: compare what it has
+    expected = training_events(run_events, steps)
     with tempfile.TemporaryDirectory(prefix="same_training_") as tmp:
         cmd = appt_cmd("train", "--config", str(run_dir / "config.yaml"), "--set", f"run_dir={tmp}/run",
                        "--set", f"train.stop_after_steps={steps}", "--no-progress")
@@ -69,10 +70,10 @@ def check(run_dir: Path, steps: int) -> dict[str, Any]:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
             problems = [f"the rerun failed (exit code {proc.returncode}): {tail[0]}"]
         else:
-            problems = compare(training_events(run_events, steps), training_events(read_events(Path(tmp) / "run"), steps))
+            problems = compare(expected, training_events(read_events(Path(tmp) / "run"), steps))
     record = run_dir.parent.parent / "sessions" / f"{run_dir.name}.json"  # a queue run's sessions
     sessions = json.loads(record.read_text()) if run_dir.parent.name == "runs" and record.is_file() else []
-    return {"run_dir": str(run_dir), "steps": steps, "compared": len(training_events(run_events, steps)),
+    return {"run_dir": str(run_dir), "steps": steps, "compared": len(expected),
             "identical": not problems, "problems": problems, "seconds": seconds,
             "run_commits": sorted({s["code"]["commit"] for s in sessions if "code" in s})}
 
