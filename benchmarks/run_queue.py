@@ -203,18 +203,17 @@ def regimes_plan() -> dict[str, Any]:
         add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
         add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
     fewer_more = jobs[start:]
-    # 4. the paper-width backbone, few-shot, its doubled schedule, and their robustness (a second
-    # worker runs these: --only '^(robust-)?mpnet-')
+    # 4. the paper-width backbone (a second worker runs these: --only '^(robust-)?mpnet-'): few-shot
+    # and its robustness (issue 14's done-when needs both), then its doubled schedule and that one's
+    # robustness (moved behind on 2026-12-02, before either had started)
     start = len(jobs)
     for seed in range(5):
         add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10")
-    mpnet_k10 = jobs[start:]
+    robustness_of(jobs[start:])
     start = len(jobs)
     for seed in range(3):
         add("mpnet_fewshot_10_120ep", mpnet, seed, long10, "mpnet-k10e120")
-    mpnet_long = jobs[start:]
-    robustness_of(mpnet_k10)
-    robustness_of(mpnet_long)
+    robustness_of(jobs[start:])
     # 5. last, the robustness of 5 and 20 per class and of MiniLM's doubled schedule
     robustness_of(fewer_more)
     robustness_of(minilm_long)
@@ -234,10 +233,10 @@ PLAN_HEADER = """\
 # data-size regime at equal optimizer steps (3 seeds) and its robustness pass, 10 per class with the
 # schedule doubled to 120 epochs (tag k10e120, 3 seeds; added 2026-12-02: at 60 epochs the test OA was
 # still rising), the robustness pass of the k10pr runs, 5 and 20 per class (3 seeds); MPNet 10 per
-# class (5 seeds), its 120-epoch schedule (3 seeds) and their robustness pass (a second worker runs
-# those: --only '^(robust-)?mpnet-'); last the robustness pass of 5 and 20 per class and of k10e120.
-# (Reordered on 2026-12-02, before any robustness job had started, so that what issue 14's
-# done-when needs comes first.)
+# class (5 seeds) and its robustness pass, then its 120-epoch schedule (3 seeds) and that one's
+# robustness pass (a second worker runs those: --only '^(robust-)?mpnet-'); last the robustness pass
+# of 5 and 20 per class and of k10e120. (Reordered twice on 2026-12-02, each time before any moved
+# job had started, so that what issue 14's done-when needs comes first.)
 # The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
 # for completeness only.
 """

@@ -88,8 +88,8 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
                       ("robustness", "minilm_fewshot_10"), ("train", "minilm_datasize_372steps"),
                       ("robustness", "minilm_datasize_372steps"), ("train", "minilm_fewshot_10_120ep"),
                       ("robustness", "minilm_fewshot_10_paper_readout"), *k5_k20,
-                      ("train", "mpnet_fewshot_10"), ("train", "mpnet_fewshot_10_120ep"),
-                      ("robustness", "mpnet_fewshot_10"), ("robustness", "mpnet_fewshot_10_120ep"),
+                      ("train", "mpnet_fewshot_10"), ("robustness", "mpnet_fewshot_10"),
+                      ("train", "mpnet_fewshot_10_120ep"), ("robustness", "mpnet_fewshot_10_120ep"),
                       *[("robustness", r) for _, r in k5_k20], ("robustness", "minilm_fewshot_10_120ep")]
     assert all(j["corrupt"] == ["all"] for j in jobs if j["kind"] == "robustness")  # one process per job
 
