@@ -10,7 +10,8 @@ script writes from the JSON the page names.
 
 First the answer, read off the intervals (``answer``): the settings where the pretrained backbone
 beats both other variants, those where it is below one, those with too few pairs. Then one table per
-regime and data setting: each variant's last-epoch test OA per seed, mean ± sd and
+regime and data setting: each variant's last-epoch test OA per seed, mean ± sd, its mean training
+accuracy in the last epoch (augmented clouds, train mode: did it fit its training shapes?) and
 trained parameters; then the paired differences ``appt - encoder_only`` and
 ``appt - random_backbone`` (per seed, mean, 95 % Student-t interval) and, where the robustness pass
 ran, the same for the accuracy under corruption, its drop from clean and each corruption kind; for a
@@ -66,9 +67,11 @@ def cell_section(regime: str, cell: str, entry: dict[str, Any]) -> str:
         curve = v.get("curve") or {}
         rows.append([f"`{name}`", ", ".join(map(str, v["seeds"])), per_seed, f"{pct(v['mean_overall_acc'])}{spread}",
                      " / ".join(f"{pct(a)} @ {ep}" for ep, a in curve.items()) or "-",
-                     pct(v["mean_class_acc"]), corrupted, f"{v['trainable_params']:,}", f"{v['seconds_per_run']:.0f}"])
+                     pct(v["mean_class_acc"]), pct(v.get("mean_train_acc_last_epoch")), corrupted,
+                     f"{v['trainable_params']:,}", f"{v['seconds_per_run']:.0f}"])
     variants = markdown_table(["variant", "seeds", "test OA per seed", "mean ± sd", "mean test OA @ epoch",
-                               "mean class acc.", "OA under corruption per seed", "trained params", "s per run"], rows)
+                               "mean class acc.", "mean train acc., last epoch", "OA under corruption per seed",
+                               "trained params", "s per run"], rows)
     prow = []
     for name, p in entry["paired"].items():
         oa = p["overall_acc"]

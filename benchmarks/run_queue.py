@@ -469,6 +469,13 @@ def run_train(state: State, job: dict[str, Any]) -> bool:
     return True
 
 
+def last_train_epoch(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last epoch's training loss and accuracy (train mode, augmented, label-smoothed loss): does a
+    variant fit its training shapes? With all fitting, a test-OA gap is one of generalisation."""
+    epochs = [e for e in events if e.get("event") == "train_epoch"]
+    return {k: epochs[-1][k] for k in ("epoch", "loss", "acc")} if epochs else None
+
+
 def train_result(state: State, job: dict[str, Any]) -> dict[str, Any]:
     run_dir = state.run_dir(job["id"])
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -486,6 +493,7 @@ def train_result(state: State, job: dict[str, Any]) -> dict[str, Any]:
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
         "epochs": summary["epochs"], "steps": summary["steps"],
         "final": summary["last_epoch"], "best_epoch_on_test": summary["best_epoch"], "evals": evals,
+        "train_last_epoch": last_train_epoch(events),
         "seconds": round(sum(s.get("seconds", 0.0) for s in sessions), 1),
         "finished": now(), "resolved_config": yaml.safe_load((run_dir / "config.yaml").read_text()),
         "sessions": sessions,
@@ -706,6 +714,8 @@ def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, 
                                "mean_class_acc": statistics.mean(macc),
                                "trainable_params": next(r["trainable_params"] for r in rs if r["variant"] == v),
                                "seconds_per_run": statistics.mean(r["seconds"] for r in rs if r["variant"] == v)}
+                fit = [r["train_last_epoch"]["acc"] for r in rs if r["variant"] == v and r.get("train_last_epoch")]
+                variants[v]["mean_train_acc_last_epoch"] = statistics.mean(fit) if len(fit) == len(oa) else None
                 curve: dict[int, list[float]] = {}  # test OA at each evaluation, for "has the curve flattened?"
                 for r in rs:
                     if r["variant"] == v:
@@ -777,6 +787,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     state, plan = State(args.state), load_plan(args.plan)
     results = [r for j in plan["jobs"] if (r := state.result(j["id"]))]
     train = [r for r in results if r["kind"] == "train"]
+    for r in train:  # results written before train_last_epoch existed: read it from the run folder
+        if "train_last_epoch" not in r:
+            r["train_last_epoch"] = last_train_epoch(read_events(state.root / r["run_dir"]))
     rob = [r for r in results if r["kind"] == "robustness"]
     pending = [j["id"] for j in plan["jobs"] if not state.result_path(j["id"]).is_file()]
     strip = ("sessions", "resolved_config") if args.brief else ()

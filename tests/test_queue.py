@@ -38,6 +38,9 @@ def test_regime_summary_pairs_variants_by_seed() -> None:
 
     results = [run("appt", 0, 0.80), run("encoder_only", 0, 0.78), run("appt", 1, 0.82), run("encoder_only", 1, 0.83),
                run("appt", 2, 0.81), run("random_backbone", 2, 0.80)]  # encoder_only seed 2 missing: not paired
+    for r, acc in zip(results[:3], (0.9, 1.0, 0.95)):  # appt's seeds 0, 1 (2 below), encoder_only's seed 0 only
+        r["train_last_epoch"] = {"epoch": 60, "loss": 1.0, "acc": acc}
+    results[4]["train_last_epoch"] = {"epoch": 60, "loss": 1.0, "acc": 1.0}
     def summary(corrupted: float, drop: float, jitter: float) -> dict:
         return {"mean_corrupted": corrupted, "mean_drop": drop, "per_kind_mean": {"jitter": jitter, "rotate": corrupted}}
 
@@ -56,6 +59,8 @@ def test_regime_summary_pairs_variants_by_seed() -> None:
     assert "mean_corrupted_acc" not in cell["variants"]["random_backbone"]
     assert cell["paired"]["appt - random_backbone"]["overall_acc"]["n"] == 1
     assert cell["variants"]["appt"]["overall_acc"] == [0.80, 0.82, 0.81] and cell["dirty_runs"] == 6
+    assert cell["variants"]["appt"]["mean_train_acc_last_epoch"] == pytest.approx(0.95)  # (0.9 + 0.95 + 1) / 3
+    assert cell["variants"]["encoder_only"]["mean_train_acc_last_epoch"] is None  # not every seed has one
 
 
 def statistics_sd(xs: list[float]) -> float:
@@ -132,6 +137,8 @@ def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> Non
     assert [e["epoch"] for e in a["evals"]] == [1, 2] and a["final"]["epoch"] == 2
     assert a["resolved_config"]["train"]["seed"] == 0 and a["resolved_config"]["model"]["variant"] == "appt"
     assert len(a["commit"]) == 40 and isinstance(a["dirty"], bool) and a["trainable_params"] > 0
+    last = [e for e in run_queue.read_events(st.run_dir("a")) if e.get("event") == "train_epoch"][-1]
+    assert a["train_last_epoch"] == {"epoch": 2, "loss": last["loss"], "acc": last["acc"]}
 
     with st.lock(), pytest.raises(SystemExit, match="another worker"):  # one worker per state
         run_queue.main([*common, "run"])
@@ -141,6 +148,12 @@ def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> Non
     assert run_queue.main([*common, "collect", "--out", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["complete"] and summary["summary"]["tiny"]["data.subset=20"]["paired"]["appt - encoder_only"]["overall_acc"]["n"] == 1
+    fit = summary["summary"]["tiny"]["data.subset=20"]["variants"]["appt"]["mean_train_acc_last_epoch"]
+    assert fit == a["train_last_epoch"]["acc"]
+    old = {k: v for k, v in a.items() if k != "train_last_epoch"}  # a result written before the field existed
+    st.result_path("a").write_text(json.dumps(old))
+    assert run_queue.main([*common, "collect", "--out", str(out)]) == 0  # ...gets it from the run folder
+    assert json.loads(out.read_text())["summary"]["tiny"]["data.subset=20"]["variants"]["appt"]["mean_train_acc_last_epoch"] == fit
 
 
 def test_worker_stops_after_its_hours_and_leaves_the_job_resumable(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -74,6 +74,14 @@ def test_variant_rows_show_the_mean_learning_curve_over_the_seeds_that_reached_e
     assert _paired_row(text, "encoder_only")[4] == "-"
 
 
+def test_variant_rows_show_how_well_each_variant_fits_its_training_shapes() -> None:
+    results = [{**_run("appt", s, 0.80), "train_last_epoch": {"epoch": 60, "loss": 1.0, "acc": 0.97 + 0.01 * s}}
+               for s in range(3)]
+    results += [_run("encoder_only", s, 0.79) for s in range(3)]  # no training figure: "-"
+    text = regimes_report.report(json.loads(json.dumps(_payload(results))), "benchmarks/results/regimes_test.json")
+    assert _paired_row(text, "appt")[6] == "98.00" and _paired_row(text, "encoder_only")[6] == "-"
+
+
 def test_answer_names_the_settings_where_appt_beats_both_and_where_it_is_below() -> None:
     # regime minilm_x: appt above both (+2 to +3 points); regime minilm_y: level with random_backbone (+-0.5),
     # below encoder_only (-2, -1.5, -1); regime minilm_z: two seeds only
@@ -119,7 +127,7 @@ def test_robustness_pass_is_reported_as_paired_differences_with_the_drop_and_eac
     assert "+1.00" in jitter and "above 0" in jitter
     assert "`appt - random_backbone`" not in text.split("Under corruption", 1)[1]  # no robustness pass for it
     variants = _paired_row(text, "appt")
-    assert variants[6] == "60.00 / 61.00 / 62.00 (seeds 0, 1, 2)" and _paired_row(text, "random_backbone")[6] == "not run yet"
+    assert variants[7] == "60.00 / 61.00 / 62.00 (seeds 0, 1, 2)" and _paired_row(text, "random_backbone")[7] == "not run yet"
     regimes_report.plot(payload, tmp_path / "paired.png")  # clean and corrupted rows
     assert (tmp_path / "paired.png").read_bytes()[:4] == b"\x89PNG"
 
