@@ -261,3 +261,30 @@ def test_selective_recomputation_keeps_the_matrix_products():
     forward_products = counts["full"] - counts["off"]
     assert forward_products > 0 and counts["selective"] == counts["off"], counts
     assert torch.allclose(grads["selective"], grads["off"], rtol=1e-5, atol=1e-7)
+
+
+def test_max_pool_gradient_is_amax_bit_for_bit():
+    """``max_pool``'s own backward gives autograd's amax gradient exactly: tied maxima (shared
+    evenly), signed zeros, infinities, and beside the mean as the stage pools."""
+    from appt.embedding.layers import max_pool
+
+    torch.manual_seed(0)
+    x = torch.round(torch.randn(4, 8, 16, 32) * 4) / 4  # quarter steps: many tied maxima
+    x[0, 0, :, 0] = -0.0
+    x[0, 0, 3, 1] = float("inf")
+    g = torch.randn(4, 8, 32)
+    g[0, 0, :3] = torch.tensor([-0.0, 0.0, -1e-38])
+    assert (x == x.amax(dim=2, keepdim=True)).sum(2).max() > 1  # ties do occur
+
+    def grad(pool) -> torch.Tensor:
+        leaf = x.clone().requires_grad_()
+        out = pool(leaf)
+        out.backward(g)
+        return out.detach(), leaf.grad
+
+    for pool, ref in ((lambda t: max_pool(t, 2), lambda t: t.amax(dim=2)),
+                      (lambda t: max_pool(t, 2) + t.mean(dim=2), lambda t: t.amax(dim=2) + t.mean(dim=2))):
+        (out, dx), (out_ref, dx_ref) = grad(pool), grad(ref)
+        assert torch.equal(out.view(torch.int32), out_ref.view(torch.int32))
+        assert torch.equal(dx.view(torch.int32), dx_ref.view(torch.int32))  # bits, so -0.0 != 0.0
+    assert max_pool(x, 2).grad_fn is None  # no autograd graph: plain amax

@@ -6,7 +6,9 @@ all leading dimensions flattened, which equals ``BatchNorm1d`` on ``(B, C, N)``.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def batch_norm(x: Tensor, bn: nn.BatchNorm1d, relu: bool = False, residual: Tensor | None = None) -> Tensor:
@@ -24,6 +26,41 @@ def batch_norm(x: Tensor, bn: nn.BatchNorm1d, relu: bool = False, residual: Tens
     if residual is not None:
         y.add_(residual.reshape(-1, shape[-1]))
     return (y.relu_() if relu else y).reshape(shape)
+
+
+class _MaxPool(torch.autograd.Function):
+    """``x.amax(dim)`` with amax's own gradient, bit for bit, computed more cheaply.
+
+    Autograd's amax backward, ``(g / mask.sum(dim)) * mask`` with ``mask = x == max``, converts the
+    boolean mask of the whole input to int64 for the count and to float for the product: two
+    full-size copies. Here the count is summed in uint8 (exact: fewer than 256 entries) and the
+    product is a ``where`` between ``g / count`` and ``g / count * 0`` — the very values the product
+    gives (signed zeros and NaN included). Tied maxima still split the gradient evenly.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
+        out = x.amax(dim=dim, keepdim=True)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
+        return out.squeeze(dim)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        x, out = ctx.saved_tensors
+        mask = x == out
+        count = mask.view(torch.uint8).sum(ctx.dim, keepdim=True, dtype=torch.uint8)
+        share = grad.unsqueeze(ctx.dim) / count
+        return torch.where(mask, share, share * 0.0), None
+
+
+def max_pool(x: Tensor, dim: int) -> Tensor:
+    """``x.amax(dim)`` (the dimension dropped); its backward is cheaper, the same values
+    (``_MaxPool``). For pooling ``k < 256`` neighbours, e.g. ``(B, G, k, C) -> (B, G, C)``."""
+    if not (x.requires_grad and torch.is_grad_enabled()) or x.shape[dim] > 255:
+        return x.amax(dim=dim)
+    return _MaxPool.apply(x, dim)
 
 
 class LinearBNReLU(nn.Module):
