@@ -327,5 +327,5 @@ def test_embedding_backward_copies_no_grouped_gradient(real_clouds):
     clouds, _ = real_clouds
     model = APPTForClassification(small_config()).train()
     names = graph_node_names(model.embedding(clouds[:2]).tokens)
-    assert {"AmaxBackward0", "NativeBatchNormBackward0", "GatherBackward0"} <= names  # the walk reached the stages
+    assert {"_MaxPoolBackward", "NativeBatchNormBackward0", "GatherBackward0"} <= names  # the walk reached the stages
     assert "CopySlices" not in names, sorted(names)
