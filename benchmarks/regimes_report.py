@@ -178,7 +178,7 @@ def plot(payload: dict[str, Any], out: Path) -> None:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("paired difference in test OA, clean or under corruption (points): mean, 95 % CI, per seed (x)")
+    ax.set_xlabel("paired difference in test OA, clean or under corruption (points)\nmean, 95 % CI, per seed (x)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
