@@ -276,7 +276,7 @@ def test_max_pool_gradient_is_amax_bit_for_bit():
     g[0, 0, :3] = torch.tensor([-0.0, 0.0, -1e-38])
     assert (x == x.amax(dim=2, keepdim=True)).sum(2).max() > 1  # ties do occur
 
-    def grad(pool) -> torch.Tensor:
+    def grad(pool) -> tuple[torch.Tensor, torch.Tensor]:
         leaf = x.clone().requires_grad_()
         out = pool(leaf)
         out.backward(g)
