@@ -634,11 +634,11 @@ def progress_note(state: State, job: dict[str, Any]) -> str:
         return f"{done}/{len(job['corrupt'])} parts ({', '.join(job['corrupt'])})" + (
             f", {passes} corrupted passes of an unfinished part kept" if passes else "")
     events = read_events(state.run_dir(job["id"]))
-    epochs = [e for e in events if e.get("event") == "train_epoch"]
+    last = last_train_epoch(events)
     steps = [e.get("step", 0) for e in events if "step" in e]
-    if not epochs and not steps:
+    if not last and not steps:
         return ""
-    note = f"epoch {epochs[-1]['epoch'] if epochs else 0}, step {max(steps) if steps else 0}"
+    note = f"epoch {last['epoch'] if last else 0}, step {max(steps) if steps else 0}"
     evals = [e for e in events if e.get("event") == "eval_test"]
     if evals:
         note += f", test OA {100 * evals[-1]['overall_acc']:.2f} % @ epoch {evals[-1]['epoch']}"
@@ -706,21 +706,20 @@ def summarize_regimes(results: list[dict[str, Any]], robustness: list[dict[str, 
                    and (x["variant"], x["seed"]) in by and x["of"] == by[(x["variant"], x["seed"])]["id"]}
             variants = {}
             for v in dict.fromkeys(r["variant"] for r in rs):
-                oa = {r["seed"]: r["final"]["overall_acc"] for r in rs if r["variant"] == v}
-                macc = [r["final"]["mean_class_acc"] for r in rs if r["variant"] == v]
+                mine = [r for r in rs if r["variant"] == v]
+                oa = {r["seed"]: r["final"]["overall_acc"] for r in mine}
+                fit = [r["train_last_epoch"]["acc"] for r in mine if r.get("train_last_epoch")]
                 variants[v] = {"seeds": sorted(oa), "overall_acc": [oa[s] for s in sorted(oa)],
                                "mean_overall_acc": statistics.mean(oa.values()),
                                "sd_overall_acc": statistics.stdev(oa.values()) if len(oa) > 1 else None,
-                               "mean_class_acc": statistics.mean(macc),
-                               "trainable_params": next(r["trainable_params"] for r in rs if r["variant"] == v),
-                               "seconds_per_run": statistics.mean(r["seconds"] for r in rs if r["variant"] == v)}
-                fit = [r["train_last_epoch"]["acc"] for r in rs if r["variant"] == v and r.get("train_last_epoch")]
-                variants[v]["mean_train_acc_last_epoch"] = statistics.mean(fit) if len(fit) == len(oa) else None
+                               "mean_class_acc": statistics.mean(r["final"]["mean_class_acc"] for r in mine),
+                               "trainable_params": mine[0]["trainable_params"],
+                               "seconds_per_run": statistics.mean(r["seconds"] for r in mine),
+                               "mean_train_acc_last_epoch": statistics.mean(fit) if len(fit) == len(mine) else None}
                 curve: dict[int, list[float]] = {}  # test OA at each evaluation, for "has the curve flattened?"
-                for r in rs:
-                    if r["variant"] == v:
-                        for e in r.get("evals", []):
-                            curve.setdefault(e["epoch"], []).append(e["overall_acc"])
+                for r in mine:
+                    for e in r.get("evals", []):
+                        curve.setdefault(e["epoch"], []).append(e["overall_acc"])
                 variants[v]["curve"] = {ep: statistics.mean(xs) for ep, xs in sorted(curve.items())
                                         if len(xs) == len(oa)}  # epochs every seed reached
                 corrupted = {s: rob[(v, s)]["summary"]["mean_corrupted"] for s in sorted(oa) if (v, s) in rob}
