@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -139,3 +141,14 @@ def test_committed_regimes_page_is_the_scripts_output_of_the_json_it_names() -> 
     assert source, "docs/regimes.md does not name its JSON"
     payload = json.loads((ROOT / source.group(1)).read_text())
     assert text == regimes_report.report(payload, source.group(1)), "docs/regimes.md is stale: rerun regimes_report.py"
+
+
+def test_a_collect_file_outside_the_repository_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the page links to its JSON by a repository path; one outside cannot be linked (was a ValueError traceback)
+    outside = tmp_path / "regimes_x.json"
+    outside.write_text(json.dumps(_payload([_run("appt", 0, 0.8)])))
+    with pytest.raises(SystemExit) as stop:
+        regimes_report.main([str(outside)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(outside) in err and "not inside the repository" in err
