@@ -66,6 +66,12 @@ ACROSS = {"minilm_fewshot_10_paper_readout": "minilm_fewshot_10", "minilm_fewsho
 PROVENANCE_PATHS = ("src", "configs", "pyproject.toml")
 PASSES_DONE = "robustness_progress.jsonl"  # appt eval --corrupt's record of an unfinished sweep (resumed on rerun)
 BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
+# Two workers, one per core, share the plan by job id (`run --worker a|b`; disjoint and together the
+# whole plan, tested). b: MPNet and its robustness passes, and the robustness passes of the data-size
+# regime's seeds 0 and 1 -- without those, a's share of issue 14's done-when (~24 h of one core) was
+# about twice b's (~13 h). A worker passes over the plan once per start, so b takes a data-size pass
+# whose training run a has finished when it is next started.
+WORKERS = {"a": r"^(?!(robust-)?mpnet-|robust-minilm-f\d+-s[01]-)", "b": r"^((robust-)?mpnet-|robust-minilm-f\d+-s[01]-)"}
 
 # Two-sided 95 % critical values of Student's t, degrees of freedom 1..30 (used without scipy).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -203,7 +209,7 @@ def regimes_plan() -> dict[str, Any]:
         add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
         add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
     fewer_more = jobs[start:]
-    # 4. the paper-width backbone (a second worker runs these: --only '^(robust-)?mpnet-'): few-shot
+    # 4. the paper-width backbone (worker b runs these, see WORKERS): few-shot
     # and its robustness (issue 14's done-when needs both), then its doubled schedule and that one's
     # robustness (moved behind on 2026-12-02, before either had started)
     start = len(jobs)
@@ -234,7 +240,7 @@ PLAN_HEADER = """\
 # schedule doubled to 120 epochs (tag k10e120, 3 seeds; added 2026-12-02: at 60 epochs the test OA was
 # still rising), the robustness pass of the k10pr runs, 5 and 20 per class (3 seeds); MPNet 10 per
 # class (5 seeds) and its robustness pass, then its 120-epoch schedule (3 seeds) and that one's
-# robustness pass (a second worker runs those: --only '^(robust-)?mpnet-'); last the robustness pass
+# robustness pass (worker b runs those and the data-size robustness of seeds 0-1: run --worker b); last the robustness pass
 # of 5 and 20 per class and of k10e120. (Reordered twice on 2026-12-02, each time before any moved
 # job had started, so that what issue 14's done-when needs comes first.)
 # The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
@@ -551,7 +557,8 @@ def merged_robustness_summary(clean: float, table: dict[str, dict[int, float]]) 
 
 def cmd_run(args: argparse.Namespace) -> int:
     state, plan = State(args.state), load_plan(args.plan)
-    only = re.compile(args.only) if args.only else None
+    pattern = WORKERS[args.worker] if args.worker else args.only
+    only = re.compile(pattern) if pattern else None
 
     def stop(signum: int, _frame: Any) -> None:
         raise Stop(signal.Signals(signum).name)
@@ -827,7 +834,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attempts", type=int, default=4, help="failures before a job is given up (default 4)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="work through the plan")
-    r.add_argument("--only", help="regular expression on job ids")
+    who = r.add_mutually_exclusive_group()
+    who.add_argument("--only", help="regular expression on job ids")
+    who.add_argument("--worker", choices=sorted(WORKERS), help="this worker's share of the plan (WORKERS)")
     r.add_argument("--max-jobs", type=int, default=0, help="start at most this many jobs (0 = all)")
     r.add_argument("--retry-failed", action="store_true", help="also retry jobs given up earlier")
     r.add_argument("--hours", type=float, default=0.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
                       ("train", "mpnet_fewshot_10_120ep"), ("robustness", "mpnet_fewshot_10_120ep"),
                       *[("robustness", r) for _, r in k5_k20], ("robustness", "minilm_fewshot_10_120ep")]
     assert all(j["corrupt"] == ["all"] for j in jobs if j["kind"] == "robustness")  # one process per job
+
+
+def test_the_two_workers_shares_split_the_plan_with_no_job_run_twice_or_left_out() -> None:
+    ids = [j["id"] for j in run_queue.load_plan(run_queue.PLAN)["jobs"]]
+    share = {w: {i for i in ids if re.search(pattern, i)} for w, pattern in run_queue.WORKERS.items()}
+    assert sorted(share) == ["a", "b"] and not share["a"] & share["b"] and share["a"] | share["b"] == set(ids)
+    robust_datasize = {i for i in ids if i.startswith("robust-minilm-f")}
+    assert {i for i in robust_datasize if re.search(r"-s[01]-", i)} <= share["b"]
+    assert {i for i in robust_datasize if "-s2-" in i} <= share["a"]
+    assert all(("mpnet" in i) == (i in share["b"]) for i in ids if not i.startswith("robust-minilm-f"))
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
