@@ -68,10 +68,12 @@ PASSES_DONE = "robustness_progress.jsonl"  # appt eval --corrupt's record of an 
 BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
 # Two workers, one per core, share the plan by job id (`run --worker a|b`; disjoint and together the
 # whole plan, tested). b: MPNet and its robustness passes, and the robustness passes of the data-size
-# regime's seeds 0 and 1 -- without those, a's share of issue 14's done-when (~24 h of one core) was
-# about twice b's (~13 h). A worker passes over the plan once per start, so b takes a data-size pass
-# whose training run a has finished when it is next started.
-WORKERS = {"a": r"^(?!(robust-)?mpnet-|robust-minilm-f\d+-s[01]-)", "b": r"^((robust-)?mpnet-|robust-minilm-f\d+-s[01]-)"}
+# regime's seeds 0 and 1 -- without those, a's share of issue 14's done-when was about twice b's
+# (~24 h against ~13 h of one core on 2026-12-02, estimated from the jobs' measured times). A worker
+# passes over the plan once per start, so b takes a data-size pass whose training run a has finished
+# when it is next started (and idles, once its MPNet jobs are done, until then).
+_B_SHARE = r"(robust-)?mpnet-|robust-minilm-f\d+-s[01]-"
+WORKERS = {"a": rf"^(?!{_B_SHARE})", "b": rf"^({_B_SHARE})"}
 
 # Two-sided 95 % critical values of Student's t, degrees of freedom 1..30 (used without scipy).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
