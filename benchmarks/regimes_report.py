@@ -190,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="markdown page (default: print it)")
     p.add_argument("--plot", type=Path, help="PNG of the paired differences")
     args = p.parse_args(argv)
-    payload = json.loads(args.collect_file.read_text())
-    if not args.collect_file.resolve().is_relative_to(ROOT):
+    where = args.collect_file.resolve()
+    if not where.is_relative_to(ROOT):
         p.error(f"{args.collect_file}: not inside the repository {ROOT} (the page links to it; "
                 "collect into benchmarks/results/)")
-    source = args.collect_file.resolve().relative_to(ROOT).as_posix()
+    payload = json.loads(where.read_text())
+    source = where.relative_to(ROOT).as_posix()
     text = report(payload, source)
     if args.out:
         args.out.write_text(text)
