@@ -5,6 +5,7 @@
     python benchmarks/run_queue.py stop              # SIGTERM the worker; its run resumes next time
     python benchmarks/run_queue.py collect           # -> benchmarks/results/regimes_<date>.json
     python benchmarks/run_queue.py plan-regimes      # rewrite the committed plan (benchmarks/plans/regimes.yaml)
+    python benchmarks/run_queue.py restore FILE      # a new machine: finished jobs back from a collect file
 
 Not named ``queue.py``: ``python benchmarks/queue.py`` would put ``benchmarks/`` first on
 ``sys.path`` and shadow the standard library's ``queue`` module for everything imported after it.
@@ -67,12 +68,11 @@ PROVENANCE_PATHS = ("src", "configs", "pyproject.toml")
 PASSES_DONE = "robustness_progress.jsonl"  # appt eval --corrupt's record of an unfinished sweep (resumed on rerun)
 BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
 # Two workers, one per core, share the plan by job id (`run --worker a|b`; disjoint and together the
-# whole plan, tested). b: MPNet and its robustness passes, and the robustness passes of the data-size
-# regime's seeds 0 and 1 -- without those, a's share of issue 14's done-when was about twice b's
-# (~24 h against ~13 h of one core on 2026-12-02, estimated from the jobs' measured times). A worker
-# passes over the plan once per start, so b takes a data-size pass whose training run a has finished
-# when it is next started (and idles, once its MPNet jobs are done, until then).
-_B_SHARE = r"(robust-)?mpnet-|robust-minilm-f\d+-s[01]-"
+# whole plan, tested). b: MPNet, and the data-size regime's seed 1, each run with its robustness pass;
+# a: the rest. Since a new machine lost the run folders on 2026-12-02, MPNet's robustness passes train
+# their runs again first (~6,200 s of one core per seed, measured), which is why b takes one data-size
+# seed and not its robustness passes of two seeds as before (those passes now follow their runs).
+_B_SHARE = r"(robust-)?(mpnet-|minilm-f\d+-s1-)"
 WORKERS = {"a": rf"^(?!{_B_SHARE})", "b": rf"^({_B_SHARE})"}
 
 # Two-sided 95 % critical values of Student's t, degrees of freedom 1..30 (used without scipy).
@@ -140,9 +140,11 @@ def load_plan(path: str | os.PathLike) -> dict[str, Any]:
             job["overrides"] = [*defaults.get("overrides", []), *job.get("overrides", []),
                                 f"model.variant={job['variant']}", f"train.seed={job['seed']}"]
         elif job["kind"] == "robustness":
-            if job["of"] not in seen:
+            train_job = next((j for j in jobs if j["id"] == job["of"] and j["kind"] == "train"), None)
+            if train_job is None:
                 raise SystemExit(f"{path}: robustness job {job['id']} names {job['of']!r}, not an earlier train job")
             job.setdefault("corrupt", ["all"])  # one process: one model load and one clean pass per job
+            job["train_job"] = train_job  # trained again when its run folder is gone (see `restore`)
         else:
             raise SystemExit(f"{path}: job {job['id']}: unknown kind {job['kind']!r}")
         jobs.append(job)
@@ -157,10 +159,14 @@ def regimes_plan() -> dict[str, Any]:
     variants = ("appt", "encoder_only", "random_backbone")
     jobs: list[dict[str, Any]] = []
 
-    def add(regime: str, config: str, seed: int, overrides: list[str], tag: str) -> None:
+    def add(regime: str, config: str, seed: int, overrides: list[str], tag: str, robust: bool = False) -> None:
+        """The three variants of one seed; with ``robust``, each one's robustness job right after it:
+        a run folder then has to outlive one job, not many (a new machine loses the folders)."""
         for v in variants:
             jobs.append({"id": f"{tag}-s{seed}-{v}", "regime": regime, "config": config, "variant": v,
                          "seed": seed, "overrides": overrides})
+            if robust:
+                robustness_of(jobs[-1:])
 
     fewshot = {  # shapes per class: (epochs, eval_every); 10 classes, batch 32, the partial batch dropped
         10: (60, 20),   # 100 shapes: 3 steps / epoch -> 180 steps
@@ -181,50 +187,38 @@ def regimes_plan() -> dict[str, Any]:
     for seed in range(5):  # 1b. the same with the authors' readout: the head sees only the backbone's output
         add("minilm_fewshot_10_paper_readout", paper_readout, seed, fs(10), "minilm-k10pr")
     k10pr = jobs[len(k10):]
-    # 1c. robustness of the first 15 runs next: where clean accuracy ties, the frozen backbone may still
-    # buy robustness, and this regime has five pairs
-    robustness_of(k10)
+    # 1c. robustness of the first 15 runs next (where clean accuracy ties, the frozen backbone may
+    # still buy robustness); seeds 3-4 after the data-size regime since 2026-12-02, when a new
+    # machine lost their run folders (they train again first) and that regime had no result yet
+    robustness_of(k10[:9])
     # 2. data size at equal optimizer steps: 3,991 training shapes, batch 32, partial batch dropped:
     # 10 % = 399 shapes = 12 steps / epoch, 30 % = 1,197 = 37, 100 % = 124. 31 x 12 = 372,
     # 10 x 37 = 370, 3 x 124 = 372 steps; warm-up 124 steps everywhere (1 epoch of the full split).
-    # Then its robustness, before 5 and 20 per class: issue 14's done-when needs these, not those.
+    # Each run's robustness job follows it (issue 14's done-when needs these, not 5 and 20 per class).
     datasize = {"f010": (0.1, 31, 10, 124 / 12), "f030": (0.3, 10, 3, 124 / 37), "f100": (1.0, 3, 1, 1.0)}
-    start = len(jobs)
     for seed in range(3):
         for tag, (fraction, epochs, every, warmup) in datasize.items():
             add("minilm_datasize_372steps", minilm, seed,
                 [f"data.subset={fraction}", f"train.epochs={epochs}", f"train.eval_every={every}",
-                 f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}")
-    robustness_of(jobs[start:])
+                 f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}", robust=True)
+    robustness_of(k10[9:])
     # 2b. the 10-per-class schedule doubled (120 epochs, same seeds 0-2): at 60 epochs MiniLM's three
     # variants still gained 1.4-2.3 points of test OA from epoch 40 to 60, and MPNet's appt more than
     # its encoder alone (2.1 against 0.5), so a longer schedule is where a slower-learning backbone
     # might catch up
     long10 = ["data.subset=10/class", "train.epochs=120", "train.eval_every=40"]
-    start = len(jobs)
     for seed in range(3):
-        add("minilm_fewshot_10_120ep", minilm, seed, long10, "minilm-k10e120")
-    minilm_long = jobs[start:]
+        add("minilm_fewshot_10_120ep", minilm, seed, long10, "minilm-k10e120", robust=True)
     robustness_of(k10pr)  # 2c. then the robustness of the authors' readout (done-when needs those above, not these)
-    start = len(jobs)
     for seed in range(3):  # 3. 5 and 20 shapes per class
-        add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5")
-        add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20")
-    fewer_more = jobs[start:]
-    # 4. the paper-width backbone (worker b runs these, see WORKERS): few-shot
-    # and its robustness (issue 14's done-when needs both), then its doubled schedule and that one's
-    # robustness (moved behind on 2026-12-02, before either had started)
-    start = len(jobs)
+        add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5", robust=True)
+        add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20", robust=True)
+    # 4. the paper-width backbone (worker b runs these, see WORKERS): few-shot with its robustness
+    # (issue 14's done-when needs both), then its doubled schedule with that one's robustness
     for seed in range(5):
-        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10")
-    robustness_of(jobs[start:])
-    start = len(jobs)
+        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10", robust=True)
     for seed in range(3):
-        add("mpnet_fewshot_10_120ep", mpnet, seed, long10, "mpnet-k10e120")
-    robustness_of(jobs[start:])
-    # 5. last, the robustness of 5 and 20 per class and of MiniLM's doubled schedule
-    robustness_of(fewer_more)
-    robustness_of(minilm_long)
+        add("mpnet_fewshot_10_120ep", mpnet, seed, long10, "mpnet-k10e120", robust=True)
     return {"name": "regimes", "issue": 14,
             "defaults": {"overrides": ["train.checkpoint_every=20", "train.log_every=10"]}, "jobs": jobs}
 
@@ -237,14 +231,16 @@ PLAN_HEADER = """\
 # Few-shot: data.subset=K/class draws exactly K seeded shapes of every class (tags k5 / k10 / k20).
 # Order: MiniLM 10 per class x 5 seeds first, the same with the authors' embedding and readout options
 # (configs/modelnet10_minilm_paper_readout.yaml, tag k10pr; added 2026-12-01 after the first 15 runs),
-# the robustness pass of the first 15 runs (appt eval --corrupt all on each run's last checkpoint), the
-# data-size regime at equal optimizer steps (3 seeds) and its robustness pass, 10 per class with the
-# schedule doubled to 120 epochs (tag k10e120, 3 seeds; added 2026-12-02: at 60 epochs the test OA was
-# still rising), the robustness pass of the k10pr runs, 5 and 20 per class (3 seeds); MPNet 10 per
-# class (5 seeds) and its robustness pass, then its 120-epoch schedule (3 seeds) and that one's
-# robustness pass (worker b runs those and the data-size robustness of seeds 0-1: run --worker b); last the robustness pass
-# of 5 and 20 per class and of k10e120. (Reordered twice on 2026-12-02, each time before any moved
-# job had started, so that what issue 14's done-when needs comes first.)
+# the robustness pass (appt eval --corrupt all on a run's last checkpoint) of the first 9 runs, the
+# data-size regime at equal optimizer steps (3 seeds), the robustness pass of 10 per class seeds 3-4,
+# 10 per class with the schedule doubled to 120 epochs (tag k10e120, 3 seeds; added 2026-12-02: at 60
+# epochs the test OA was still rising), the robustness pass of the k10pr runs, 5 and 20 per class
+# (3 seeds); MPNet 10 per class (5 seeds), then its 120-epoch schedule (3 seeds) (worker b runs MPNet
+# and the data-size regime's seed 1: run --worker b). From the data-size regime on, each run's
+# robustness pass comes right after it, so that a run folder has to outlive one job only (a new
+# machine on 2026-12-02 lost the folders; `run_queue.py restore` brought the finished results back,
+# and a robustness job whose run folder is gone trains that run again first). The order changed
+# three times on 2026-12-02, each time so that what issue 14's done-when needs comes first.
 # The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
 # for completeness only.
 """
@@ -358,8 +354,11 @@ def job_state(state: State, job: dict[str, Any], worker: dict[str, Any] | None, 
     if job["kind"] == "robustness":
         if not state.result_path(job["of"]).is_file():
             return "waiting"
-        return "partial" if any((robustness_dir(state.run_dir(job["of"]), k) / name).is_file()
-                                for k in job["corrupt"] for name in ("robustness.json", PASSES_DONE)) else "pending"
+        run_dir = state.run_dir(job["of"])
+        retraining = not (run_dir / "summary.json").is_file() and (run_dir / "checkpoints" / "resume.pt").is_file()
+        started = retraining or any(
+            (robustness_dir(run_dir, k) / name).is_file() for k in job["corrupt"] for name in ("robustness.json", PASSES_DONE))
+        return "partial" if started else "pending"
     return "partial" if (state.run_dir(job["id"]) / "checkpoints" / "resume.pt").is_file() else "pending"
 
 
@@ -459,20 +458,29 @@ def appt_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "appt.cli.main", *args]
 
 
+def train_in_run_folder(state: State, job: dict[str, Any], session_of: str) -> bool:
+    """Start or resume ``appt train`` for a train job in its run folder (sessions recorded under
+    ``session_of``); True once the run has finished (``summary.json``)."""
+    run_dir = state.run_dir(job["id"])
+    if (run_dir / "summary.json").is_file():
+        return True
+    if (run_dir / "checkpoints" / "resume.pt").is_file():
+        cmd, note = appt_cmd("train", "--resume", str(run_dir), "--no-progress"), {"resumed": True}
+    else:
+        if run_dir.exists():  # killed before its first resumable checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+        sets = [a for o in [*job["overrides"], f"run_dir={run_dir}"] for a in ("--set", o)]
+        cmd, note = appt_cmd("train", "--config", str(ROOT / job["config"]), *sets, "--no-progress"), {"resumed": False}
+    if session_of != job["id"]:
+        note["retrain"] = job["id"]
+    session = run_child(state, session_of, cmd, note)
+    return session["rc"] == 0 and (run_dir / "summary.json").is_file()
+
+
 def run_train(state: State, job: dict[str, Any]) -> bool:
     """Start, resume or just record a train job; True when it has finished."""
-    run_dir = state.run_dir(job["id"])
-    if not (run_dir / "summary.json").is_file():
-        if (run_dir / "checkpoints" / "resume.pt").is_file():
-            cmd, note = appt_cmd("train", "--resume", str(run_dir), "--no-progress"), {"resumed": True}
-        else:
-            if run_dir.exists():  # killed before its first resumable checkpoint: nothing to keep
-                shutil.rmtree(run_dir)
-            sets = [a for o in [*job["overrides"], f"run_dir={run_dir}"] for a in ("--set", o)]
-            cmd, note = appt_cmd("train", "--config", str(ROOT / job["config"]), *sets, "--no-progress"), {"resumed": False}
-        session = run_child(state, job["id"], cmd, note)
-        if session["rc"] != 0 or not (run_dir / "summary.json").is_file():
-            return False
+    if not train_in_run_folder(state, job, job["id"]):
+        return False
     write_json(state.result_path(job["id"]), train_result(state, job))
     return True
 
@@ -515,6 +523,12 @@ def robustness_dir(run_dir: Path, spec: str) -> Path:
 def run_robustness(state: State, job: dict[str, Any]) -> bool:
     """``appt eval --corrupt SPEC`` on the run's last checkpoint, one process per spec; True when done."""
     run_dir = state.run_dir(job["of"])
+    trained = state.result(job["of"]) or {}
+    # a train job's result restored (`restore`) with its run folder lost with the machine: train it
+    # again, same config and seed, before evaluating (whether it comes out the same is recorded below;
+    # ``checkpoints/last`` alone is no sign of a finished run: it is written every epoch)
+    if not train_in_run_folder(state, job["train_job"], job["id"]):
+        return False
     for spec in job["corrupt"]:  # all, KIND (levels 1-5) or KIND:LEVEL
         out = robustness_dir(run_dir, spec)
         if (out / "robustness.json").is_file():
@@ -531,16 +545,27 @@ def run_robustness(state: State, job: dict[str, Any]) -> bool:
         for kind, levels in part["table"].items():
             table.setdefault(kind, {}).update({int(level): float(v) for level, v in levels.items()})
         clean = part["summary"]["clean"]
-    trained = state.result(job["of"]) or {}
     sessions = state.sessions(job["id"])
+    retrained = [s for s in sessions if s.get("retrain")]
     write_json(state.result_path(job["id"]), {
         "id": job["id"], "kind": "robustness", "of": job["of"], "regime": trained.get("regime"),
         "variant": trained.get("variant"), "seed": trained.get("seed"), "checkpoint": "last",
         "table": table, "summary": merged_robustness_summary(float(clean), table),
         "commits": sorted({s["code"]["commit"] for s in sessions}), "dirty": any(s["code"]["dirty"] for s in sessions),
         "seconds": round(sum(s.get("seconds", 0.0) for s in sessions), 1), "finished": now(), "sessions": sessions,
+        **({"retrained": retrain_check(run_dir, trained, retrained)} if retrained else {}),
     })
     return True
+
+
+def retrain_check(run_dir: Path, trained: dict[str, Any], sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Is the model trained again the one the restored result describes? Its last-epoch test OA beside
+    the recorded one (equal to the last bit when the training is reproduced), and the time it took."""
+    final = json.loads((run_dir / "summary.json").read_text())["last_epoch"]["overall_acc"]
+    recorded = (trained.get("final") or {}).get("overall_acc")
+    return {"final_overall_acc": final, "recorded_overall_acc": recorded, "same": final == recorded,
+            "seconds": round(sum(s.get("seconds", 0.0) for s in sessions), 1),
+            "commits": sorted({s["code"]["commit"] for s in sessions})}
 
 
 def merged_robustness_summary(clean: float, table: dict[str, dict[int, float]]) -> dict[str, Any]:
@@ -823,6 +848,32 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Finished jobs back from a committed collect file, for a new machine whose state folder is gone:
+    their results are written as they were (with ``restored_from``), so ``run`` skips them and
+    ``collect`` includes them. Only a job the plan still defines the same way comes back; a robustness
+    job whose run folder is gone trains it again first (``run_robustness``)."""
+    state, plan = State(args.state), load_plan(args.plan)
+    jobs = {j["id"]: j for j in plan["jobs"]}
+    source = Path(args.file).resolve()
+    collected = json.loads(source.read_text())
+    if "runs" not in collected or "robustness" not in collected:
+        raise SystemExit(f"{args.file}: not a run_queue.py collect file (no 'runs' / 'robustness')")
+    same = {"train": ("config", "variant", "seed", "overrides"), "robustness": ("of",)}
+    restored, skipped = 0, []
+    for record in [*collected["runs"], *collected["robustness"]]:
+        job = jobs.get(record["id"])
+        if job is None or any(record.get(k) != job.get(k) for k in same[job["kind"]]) or "sessions" not in record:
+            skipped.append(record["id"])  # gone from the plan, defined differently now, or a --brief collect
+            continue
+        if not state.result_path(record["id"]).is_file():
+            write_json(state.result_path(record["id"]), {**record, "restored_from": os.path.relpath(source, ROOT)})
+            restored += 1
+    print(f"restored {restored} finished jobs from {args.file} into {state.root / 'results'}" +
+          (f"; not restored (not in the plan as recorded): {', '.join(skipped)}" if skipped else ""))
+    return 1 if skipped else 0
+
+
 def cmd_plan_regimes(args: argparse.Namespace) -> int:
     write_plan(Path(args.plan), regimes_plan())
     print(f"wrote {args.plan} ({len(regimes_plan()['jobs'])} jobs)")
@@ -851,9 +902,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out")
     c.add_argument("--brief", action="store_true", help="leave out sessions and resolved configs")
     sub.add_parser("plan-regimes", help="write issue 14's plan to --plan")
+    rs = sub.add_parser("restore", help="finished jobs back from a committed collect file (a new machine)")
+    rs.add_argument("file", help="a JSON written by `collect` (not --brief)")
     args = p.parse_args(argv)
     return {"run": cmd_run, "status": cmd_status, "stop": cmd_stop, "collect": cmd_collect,
-            "plan-regimes": cmd_plan_regimes}[args.command](args)
+            "plan-regimes": cmd_plan_regimes, "restore": cmd_restore}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -86,17 +86,23 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
         assert j["kind"] == "train" or j["of"] in seen
         seen.add(j["id"])
     # the order, as runs of (kind, regime): what issue 14's done-when needs first (10 per class, its
-    # robustness, the data-size regime and its robustness; MPNet's worker: MPNet and its robustness)
+    # robustness, the data-size regime with each run's robustness right after it; MPNet's worker: MPNet)
     blocks = [(j["kind"], regime[j["of"]] if j["kind"] == "robustness" else j["regime"]) for j in jobs]
     blocks = [b for i, b in enumerate(blocks) if i == 0 or b != blocks[i - 1]]
-    k5_k20 = [("train", "minilm_fewshot_5"), ("train", "minilm_fewshot_20")] * 3
+
+    def interleaved(*regimes: str) -> list[tuple[str, str]]:
+        return [(kind, r) for r in regimes for _ in range(3) for kind in ("train", "robustness")]
+
     assert blocks == [("train", "minilm_fewshot_10"), ("train", "minilm_fewshot_10_paper_readout"),
-                      ("robustness", "minilm_fewshot_10"), ("train", "minilm_datasize_372steps"),
-                      ("robustness", "minilm_datasize_372steps"), ("train", "minilm_fewshot_10_120ep"),
-                      ("robustness", "minilm_fewshot_10_paper_readout"), *k5_k20,
-                      ("train", "mpnet_fewshot_10"), ("robustness", "mpnet_fewshot_10"),
-                      ("train", "mpnet_fewshot_10_120ep"), ("robustness", "mpnet_fewshot_10_120ep"),
-                      *[("robustness", r) for _, r in k5_k20], ("robustness", "minilm_fewshot_10_120ep")]
+                      ("robustness", "minilm_fewshot_10"), *interleaved("minilm_datasize_372steps") * 9,
+                      ("robustness", "minilm_fewshot_10"), *interleaved("minilm_fewshot_10_120ep") * 3,
+                      ("robustness", "minilm_fewshot_10_paper_readout"),
+                      *interleaved("minilm_fewshot_5", "minilm_fewshot_20") * 3,
+                      *interleaved("mpnet_fewshot_10") * 5, *interleaved("mpnet_fewshot_10_120ep") * 3]
+    # from the data-size regime on, every run's robustness job comes right after it
+    later = jobs[[j["id"] for j in jobs].index("minilm-f010-s0-appt"):]
+    trains = [j for j in later if j["kind"] == "train"]
+    assert all(later[later.index(t) + 1].get("of") == t["id"] for t in trains)
     assert all(j["corrupt"] == ["all"] for j in jobs if j["kind"] == "robustness")  # one process per job
 
 
@@ -104,11 +110,13 @@ def test_the_two_workers_shares_split_the_plan_with_no_job_run_twice_or_left_out
     ids = [j["id"] for j in run_queue.load_plan(run_queue.PLAN)["jobs"]]
     share = {w: {i for i in ids if re.search(pattern, i)} for w, pattern in run_queue.WORKERS.items()}
     assert sorted(share) == ["a", "b"] and not share["a"] & share["b"] and share["a"] | share["b"] == set(ids)
-    robust_datasize = {i for i in ids if i.startswith("robust-minilm-f")}
-    assert {i for i in robust_datasize if re.search(r"-s[01]-", i)} <= share["b"]
-    assert {i for i in robust_datasize if "-s2-" in i} <= share["a"]
-    assert all(("mpnet" in i) == (i in share["b"]) for i in ids if not i.startswith("robust-minilm-f"))
-
+    datasize = {i for i in ids if re.match(r"(robust-)?minilm-f\d+-", i)}
+    assert {i for i in datasize if "-s1-" in i} <= share["b"] and len(datasize) == 54
+    assert {i for i in datasize if "-s1-" not in i} <= share["a"]
+    assert all(("mpnet" in i) == (i in share["b"]) for i in ids if i not in datasize)
+    robust = [j for j in run_queue.load_plan(run_queue.PLAN)["jobs"] if j["kind"] == "robustness"]
+    assert all(re.search(run_queue.WORKERS[w], j["id"]) for j in robust for w in "ab"
+               if re.search(run_queue.WORKERS[w], j["of"]))  # a robustness job goes with its run's worker
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
 def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
@@ -236,3 +244,42 @@ def test_status_shows_the_job_a_second_worker_folder_is_running(tmp_path: Path, 
     assert [line.split()[:2] for line in out.splitlines() if line.startswith("  ")] == [["pending", "a"], ["running", "b"]]
     assert run_queue.main(["--plan", str(plan), "--state", str(main_state.root), "status"]) == 0  # lock released
     assert "worker: none running" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
+def test_a_new_machine_restores_finished_jobs_and_trains_a_lost_run_again(tmp_path: Path, capsys) -> None:
+    """A state folder lost with its machine: ``restore`` brings the finished train job back from a
+    collect file (skipped by ``run`` from then on); its robustness job finds no run folder, trains the
+    run again (the same model to the last bit on this CPU) and then evaluates it. A job the plan now
+    defines differently is not restored."""
+    tiny = ["data.subset=20", "data.test_subset=10", "data.num_points=64", "data.batch_size=8",
+            "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=1"]
+    jobs = [{"id": "b", "regime": "tiny", "config": "configs/modelnet10_minilm.yaml", "variant": "appt", "seed": 0,
+             "overrides": tiny}, {"id": "robust-b", "kind": "robustness", "of": "b"}]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "t", "jobs": jobs}))
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert run_queue.main(["--plan", str(plan), "--state", str(old), "run", "--only", "^b$", "--no-backoff"]) == 0
+    collected = tmp_path / "collected.json"
+    assert run_queue.main(["--plan", str(plan), "--state", str(old), "collect", "--out", str(collected)]) == 0
+    recorded = run_queue.State(old).result("b")
+
+    common = ["--plan", str(plan), "--state", str(new)]
+    assert run_queue.main([*common, "restore", str(collected)]) == 0
+    st = run_queue.State(new)
+    assert {k: v for k, v in st.result("b").items() if k != "restored_from"} == recorded
+    assert [run_queue.job_state(st, j, None, 4) for j in run_queue.load_plan(plan)["jobs"]] == ["done", "pending"]
+    assert run_queue.main([*common, "run", "--no-backoff"]) == 0
+    assert st.sessions("b") == []  # the train job itself was not run again...
+    rob = st.result("robust-b")  # ...its robustness job trained it, then evaluated it
+    assert [s.get("retrain") for s in rob["sessions"]] == ["b", None]
+    assert rob["retrained"]["same"] and rob["retrained"]["final_overall_acc"] == recorded["final"]["overall_acc"]
+    assert rob["summary"]["clean"] == recorded["final"]["overall_acc"]
+    assert run_queue.main([*common, "restore", str(collected)]) == 0  # already there: nothing written
+    assert "restored 0 finished jobs" in capsys.readouterr().out
+
+    jobs[0]["overrides"] = [*tiny, "train.lr=0.01"]  # b means another run now
+    plan.write_text(json.dumps({"name": "t", "jobs": jobs}))
+    assert run_queue.main(["--plan", str(plan), "--state", str(tmp_path / "other"), "restore", str(collected)]) == 1
+    assert "not restored (not in the plan as recorded): b" in capsys.readouterr().out
+    assert not run_queue.State(tmp_path / "other").result_path("b").exists()
