@@ -143,6 +143,20 @@ def answer(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def retrained_note(payload: dict[str, Any]) -> str:
+    """Robustness passes whose run was trained again (its folder lost with a machine, see
+    ``run_queue.py restore``): how many reproduced the recorded last-epoch test OA exactly, and which not."""
+    again = [r for r in payload.get("robustness", []) if r.get("retrained")]
+    if not again:
+        return ""
+    differ = [f"`{r['of']}` {pct(r['retrained']['recorded_overall_acc'])} % recorded, "
+              f"{pct(r['retrained']['final_overall_acc'])} % again" for r in again if not r["retrained"]["same"]]
+    return (f"{len(again)} robustness pass(es) evaluated a run trained again, same config and seed, its run "
+            f"folder having been lost with a machine; {len(again) - len(differ)} of them reproduced the recorded "
+            "last-epoch test OA exactly" + (": the others, whose robustness is that of the retrained model, "
+                                             + "; ".join(differ) if differ else "") + ".\n")
+
+
 def report(payload: dict[str, Any], source: str) -> str:
     """The whole page for ``payload`` (a ``collect`` file) read from ``source`` (a repo path)."""
     done, pending = payload["jobs_done"], len(payload["jobs_pending"])
@@ -155,7 +169,7 @@ def report(payload: dict[str, Any], source: str) -> str:
             f"`s per run` is wall time on the shared 2-core machine, including any time the queue was paused.\n")
     sections = [cell_section(regime, cell, entry)
                 for regime, cells in payload["summary"].items() for cell, entry in cells.items()]
-    return "\n".join([head, answer(payload), *sections])
+    return "\n".join([head, *filter(None, [retrained_note(payload)]), answer(payload), *sections])
 
 
 def plot(payload: dict[str, Any], out: Path) -> None:

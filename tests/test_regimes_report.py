@@ -152,3 +152,16 @@ def test_a_collect_file_outside_the_repository_is_refused_in_one_line(tmp_path: 
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(outside) in err and "not inside the repository" in err
+
+
+def test_page_says_which_robustness_passes_evaluated_a_retrained_run_and_whether_it_matched() -> None:
+    results = [_run(v, 0, 0.80) for v in ("appt", "encoder_only")]
+    payload = {**_payload(results), "robustness": [
+        {"of": "appt-0", "retrained": {"same": True, "final_overall_acc": 0.80, "recorded_overall_acc": 0.80}},
+        {"of": "encoder_only-0", "retrained": {"same": False, "final_overall_acc": 0.81, "recorded_overall_acc": 0.80}},
+        {"of": "random_backbone-0"}]}
+    text = regimes_report.report(payload, "benchmarks/results/regimes_test.json")
+    note = next(line for line in text.splitlines() if "trained again" in line)
+    assert note.startswith("2 robustness pass(es)") and "1 of them reproduced" in note
+    assert "`encoder_only-0` 80.00 % recorded, 81.00 % again" in note and "appt-0" not in note
+    assert "trained again" not in regimes_report.report(_payload(results), "benchmarks/results/regimes_test.json")
