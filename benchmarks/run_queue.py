@@ -130,25 +130,24 @@ def load_plan(path: str | os.PathLike) -> dict[str, Any]:
     """Read a plan; fill in each job's defaults; refuse duplicate ids and dangling robustness jobs."""
     plan = yaml.safe_load(Path(path).read_text())
     defaults = plan.get("defaults", {}) or {}
-    jobs, seen = [], set()
+    jobs: dict[str, dict[str, Any]] = {}  # by id, in plan order
     for raw in plan["jobs"]:
         job = {"kind": "train", **raw}
-        if job["id"] in seen or not re.fullmatch(r"[A-Za-z0-9_.\-]+", job["id"]):
+        if job["id"] in jobs or not re.fullmatch(r"[A-Za-z0-9_.\-]+", job["id"]):
             raise SystemExit(f"{path}: job id {job['id']!r} is repeated or not a plain file name")
-        seen.add(job["id"])
         if job["kind"] == "train":
             job["overrides"] = [*defaults.get("overrides", []), *job.get("overrides", []),
                                 f"model.variant={job['variant']}", f"train.seed={job['seed']}"]
         elif job["kind"] == "robustness":
-            train_job = next((j for j in jobs if j["id"] == job["of"] and j["kind"] == "train"), None)
-            if train_job is None:
+            train_job = jobs.get(job["of"])
+            if train_job is None or train_job["kind"] != "train":
                 raise SystemExit(f"{path}: robustness job {job['id']} names {job['of']!r}, not an earlier train job")
             job.setdefault("corrupt", ["all"])  # one process: one model load and one clean pass per job
             job["train_job"] = train_job  # trained again when its run folder is gone (see `restore`)
         else:
             raise SystemExit(f"{path}: job {job['id']}: unknown kind {job['kind']!r}")
-        jobs.append(job)
-    plan["jobs"] = jobs
+        jobs[job["id"]] = job
+    plan["jobs"] = list(jobs.values())
     return plan
 
 
