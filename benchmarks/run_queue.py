@@ -29,6 +29,12 @@ an unfinished one ``appt eval --corrupt`` skips the corrupted passes it had fini
 A finished job writes ``STATE/results/<id>.json`` and is skipped from then on. One worker per
 state folder: ``STATE/worker.lock`` is held with ``flock`` while ``run`` works (released by the
 kernel when the worker dies, so it is never stale); ``STATE/worker.json`` names its pid.
+
+Two workers (one per core) share one plan: the second works from its own state folder whose
+``runs``, ``logs``, ``sessions`` and ``results`` link to the first's. Each takes the first job in
+plan order that no one holds: it claims a job with ``flock`` on ``runs/.claims/<id>.lock`` for as
+long as it runs it (also released by the kernel), so no job runs twice and neither core idles while
+the other has a share left. A robustness job whose run the other worker is training waits for it.
 """
 
 from __future__ import annotations
@@ -67,13 +73,7 @@ ACROSS = {"minilm_fewshot_10_paper_readout": "minilm_fewshot_10", "minilm_fewsho
 PROVENANCE_PATHS = ("src", "configs", "pyproject.toml")
 PASSES_DONE = "robustness_progress.jsonl"  # appt eval --corrupt's record of an unfinished sweep (resumed on rerun)
 BACKOFF_S = (120, 300, 600)  # waits before the 2nd, 3rd, 4th attempt of a failing job
-# Two workers, one per core, share the plan by job id (`run --worker a|b`; disjoint and together the
-# whole plan, tested). b: MPNet, and the data-size regime's seed 1, each run with its robustness pass;
-# a: the rest. Since a new machine lost the run folders on 2026-12-02, MPNet's robustness passes train
-# their runs again first (~6,200 s of one core per seed, measured), which is why b takes one data-size
-# seed and not its robustness passes of two seeds as before (those passes now follow their runs).
-_B_SHARE = r"(robust-)?(mpnet-|minilm-f\d+-s1-)"
-WORKERS = {"a": rf"^(?!{_B_SHARE})", "b": rf"^({_B_SHARE})"}
+POLL_S = 60.0  # how often a worker with nothing to start looks again while the other one trains a run it waits for
 
 # Two-sided 95 % critical values of Student's t, degrees of freedom 1..30 (used without scipy).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -201,22 +201,22 @@ def regimes_plan() -> dict[str, Any]:
                 [f"data.subset={fraction}", f"train.epochs={epochs}", f"train.eval_every={every}",
                  f"train.warmup_epochs={warmup:.4f}"], f"minilm-{tag}", robust=True)
     robustness_of(k10[9:])
-    # 2b. the 10-per-class schedule doubled (120 epochs, same seeds 0-2): at 60 epochs MiniLM's three
+    # 3. the paper-width backbone: 10 per class with each run's robustness (issue 14's done-when needs
+    # both; the runs were trained by 2026-12-02, their robustness jobs train them again first)
+    for seed in range(5):
+        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10", robust=True)
+    # 4. the 10-per-class schedule doubled (120 epochs, same seeds 0-2): at 60 epochs MiniLM's three
     # variants still gained 1.4-2.3 points of test OA from epoch 40 to 60, and MPNet's appt more than
     # its encoder alone (2.1 against 0.5), so a longer schedule is where a slower-learning backbone
     # might catch up
     long10 = ["data.subset=10/class", "train.epochs=120", "train.eval_every=40"]
     for seed in range(3):
         add("minilm_fewshot_10_120ep", minilm, seed, long10, "minilm-k10e120", robust=True)
-    robustness_of(k10pr)  # 2c. then the robustness of the authors' readout (done-when needs those above, not these)
-    for seed in range(3):  # 3. 5 and 20 shapes per class
+    robustness_of(k10pr)  # 5. then the robustness of the authors' readout (done-when needs those above, not these)
+    for seed in range(3):  # 6. 5 and 20 shapes per class
         add("minilm_fewshot_5", minilm, seed, fs(5), "minilm-k5", robust=True)
         add("minilm_fewshot_20", minilm, seed, fs(20), "minilm-k20", robust=True)
-    # 4. the paper-width backbone (worker b runs these, see WORKERS): few-shot with its robustness
-    # (issue 14's done-when needs both), then its doubled schedule with that one's robustness
-    for seed in range(5):
-        add("mpnet_fewshot_10", mpnet, seed, fs(10), "mpnet-k10", robust=True)
-    for seed in range(3):
+    for seed in range(3):  # 7. MPNet's doubled schedule with its robustness
         add("mpnet_fewshot_10_120ep", mpnet, seed, long10, "mpnet-k10e120", robust=True)
     return {"name": "regimes", "issue": 14,
             "defaults": {"overrides": ["train.checkpoint_every=20", "train.log_every=10"]}, "jobs": jobs}
@@ -232,14 +232,15 @@ PLAN_HEADER = """\
 # (configs/modelnet10_minilm_paper_readout.yaml, tag k10pr; added 2026-12-01 after the first 15 runs),
 # the robustness pass (appt eval --corrupt all on a run's last checkpoint) of the first 9 runs, the
 # data-size regime at equal optimizer steps (3 seeds), the robustness pass of 10 per class seeds 3-4,
-# 10 per class with the schedule doubled to 120 epochs (tag k10e120, 3 seeds; added 2026-12-02: at 60
-# epochs the test OA was still rising), the robustness pass of the k10pr runs, 5 and 20 per class
-# (3 seeds); MPNet 10 per class (5 seeds), then its 120-epoch schedule (3 seeds) (worker b runs MPNet
-# and the data-size regime's seed 1: run --worker b). From the data-size regime on, each run's
-# robustness pass comes right after it, so that a run folder has to outlive one job only (a new
-# machine on 2026-12-02 lost the folders; `run_queue.py restore` brought the finished results back,
-# and a robustness job whose run folder is gone trains that run again first). The order changed
-# three times on 2026-12-02, each time so that what issue 14's done-when needs comes first.
+# MPNet 10 per class (5 seeds; trained by 2026-12-02) with its robustness passes, 10 per class with the
+# schedule doubled to 120 epochs (tag k10e120, 3 seeds; added 2026-12-02: at 60 epochs the test OA was
+# still rising), the robustness pass of the k10pr runs, 5 and 20 per class (3 seeds), MPNet's
+# 120-epoch schedule (3 seeds). From the data-size regime on, each run's robustness pass comes right
+# after it, so that a run folder has to outlive one job only (a new machine on 2026-12-02 lost the
+# folders; `run_queue.py restore` brought the finished results back, and a robustness job whose run
+# folder is gone trains that run again first). The order changed three times on 2026-12-02 and once
+# on 2026-12-07, each time so that what issue 14's done-when needs comes first. Two workers share the
+# plan in this order, each claiming the next job no one holds (see run_queue.py).
 # The final figures are the last epoch's; best-epoch figures look at the test split and are recorded
 # for completeness only.
 """
@@ -318,6 +319,34 @@ class State:
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
+
+    def claim_path(self, job_id: str) -> Path:
+        return self.root / "runs" / ".claims" / f"{job_id}.lock"
+
+    @contextlib.contextmanager
+    def claim(self, job_id: str) -> Iterator[bool]:
+        """Hold ``job_id`` for this worker while the block runs; yields False (holding nothing) when
+        another worker on the same ``runs`` folder holds it."""
+        path = self.claim_path(job_id)
+        path.parent.mkdir(exist_ok=True)
+        f = open(path, "a")  # noqa: SIM115 - held (locked) until the job ends
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            f.close()
+
+    def claimed(self, job_id: str) -> bool:
+        """Does another worker hold ``job_id`` now?"""
+        with self.claim(job_id) as mine:
+            return not mine
 
     def set_current(self, job_id: str | None, child: int | None = None) -> None:
         info = json.loads((self.root / "worker.json").read_text())
@@ -583,8 +612,8 @@ def merged_robustness_summary(clean: float, table: dict[str, dict[int, float]]) 
 
 def cmd_run(args: argparse.Namespace) -> int:
     state, plan = State(args.state), load_plan(args.plan)
-    pattern = WORKERS[args.worker] if args.worker else args.only
-    only = re.compile(pattern) if pattern else None
+    only = re.compile(args.only) if args.only else None
+    jobs = [j for j in plan["jobs"] if not only or only.search(j["id"])]
 
     def stop(signum: int, _frame: Any) -> None:
         raise Stop(signal.Signals(signum).name)
@@ -596,43 +625,69 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.hours:  # a batch of limited length: stop then, as `stop` would (the run resumes later)
             signal.setitimer(signal.ITIMER_REAL, args.hours * 3600)
         say(f"worker {os.getpid()}: plan {args.plan}, state {state.root}, python {sys.executable}")
-        started = 0
+        tried: set[str] = set()  # started by this worker in this pass: not started again
         try:
-            for job in plan["jobs"]:
-                if only and not only.search(job["id"]):
+            while not (args.max_jobs and len(tried) >= args.max_jobs):
+                if next_job(state, jobs, tried, args):
                     continue
-                status = job_state(state, job, None, args.attempts)
-                if status in ("done", "waiting") or (status == "failed" and not args.retry_failed):
-                    continue
-                if args.max_jobs and started >= args.max_jobs:
+                waits = [j for j in jobs if j["id"] not in tried and j["kind"] == "robustness"
+                         and job_state(state, j, None, args.attempts) == "waiting" and state.claimed(j["of"])]
+                if not waits:
                     break
-                started += 1
-                while True:
-                    tic = time.time()
-                    say(f"{job['id']}: {'resuming' if status == 'partial' else 'starting'}")
-                    ok = (run_train if job["kind"] == "train" else run_robustness)(state, job)
-                    if ok:
-                        res = state.result(job["id"]) or {}
-                        acc = res.get("final", {}).get("overall_acc")
-                        say(f"{job['id']}: done in {time.time() - tic:.0f} s" +
-                            (f", last-epoch test OA {100 * acc:.2f} %" if acc is not None else ""))
-                        break
-                    last = (state.sessions(job["id"]) or [{}])[-1]
-                    if last.get("rc") == 0:  # stopped on purpose (train.stop_after_steps): resumable later
-                        say(f"{job['id']}: stopped before the end (resumes on the next run)")
-                        break
-                    fails = state.failures(job["id"])
-                    if fails >= args.attempts:
-                        say(f"{job['id']}: failed {fails} times; see {state.root / 'logs' / (job['id'] + '.log')}")
-                        break
-                    wait = BACKOFF_S[min(fails, len(BACKOFF_S)) - 1] if not args.no_backoff else 0
-                    say(f"{job['id']}: exit code {last.get('rc')} (failure {fails}); retrying in {wait} s")
-                    time.sleep(wait)
+                say(f"{waits[0]['id']}: waiting for {waits[0]['of']}, which another worker is training")
+                while state.claimed(waits[0]["of"]):
+                    time.sleep(POLL_S)
         except Stop as exc:
             say(f"worker stopped by {exc}; the interrupted job resumes on the next run")
             return 0
         say("worker: nothing left to start in this pass")
     return 0
+
+
+def next_job(state: State, jobs: list[dict[str, Any]], tried: set[str], args: argparse.Namespace) -> bool:
+    """Claim and run the first job in plan order that is startable and held by no other worker;
+    False when there is none."""
+    for job in jobs:
+        if job["id"] in tried or not startable(state, job, args):
+            continue
+        with state.claim(job["id"]) as mine:
+            # checked again once held: the other worker may have finished it since
+            if not mine or not startable(state, job, args):
+                continue
+            tried.add(job["id"])
+            run_with_retries(state, job, args)
+            return True
+    return False
+
+
+def startable(state: State, job: dict[str, Any], args: argparse.Namespace) -> bool:
+    status = job_state(state, job, None, args.attempts)
+    return status in ("pending", "partial") or (status == "failed" and args.retry_failed)
+
+
+def run_with_retries(state: State, job: dict[str, Any], args: argparse.Namespace) -> None:
+    """Run one job until it succeeds, stops on purpose, or has failed ``--attempts`` times."""
+    while True:
+        tic = time.time()
+        say(f"{job['id']}: {'resuming' if job_state(state, job, None, args.attempts) == 'partial' else 'starting'}")
+        ok = (run_train if job["kind"] == "train" else run_robustness)(state, job)
+        if ok:
+            res = state.result(job["id"]) or {}
+            acc = res.get("final", {}).get("overall_acc")
+            say(f"{job['id']}: done in {time.time() - tic:.0f} s" +
+                (f", last-epoch test OA {100 * acc:.2f} %" if acc is not None else ""))
+            return
+        last = (state.sessions(job["id"]) or [{}])[-1]
+        if last.get("rc") == 0:  # stopped on purpose (train.stop_after_steps): resumable later
+            say(f"{job['id']}: stopped before the end (resumes on the next run)")
+            return
+        fails = state.failures(job["id"])
+        if fails >= args.attempts:
+            say(f"{job['id']}: failed {fails} times; see {state.root / 'logs' / (job['id'] + '.log')}")
+            return
+        wait = BACKOFF_S[min(fails, len(BACKOFF_S)) - 1] if not args.no_backoff else 0
+        say(f"{job['id']}: exit code {last.get('rc')} (failure {fails}); retrying in {wait} s")
+        time.sleep(wait)
 
 
 @contextlib.contextmanager
@@ -886,9 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attempts", type=int, default=4, help="failures before a job is given up (default 4)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="work through the plan")
-    who = r.add_mutually_exclusive_group()
-    who.add_argument("--only", help="regular expression on job ids")
-    who.add_argument("--worker", choices=sorted(WORKERS), help="this worker's share of the plan (WORKERS)")
+    r.add_argument("--only", help="regular expression on job ids")
     r.add_argument("--max-jobs", type=int, default=0, help="start at most this many jobs (0 = all)")
     r.add_argument("--retry-failed", action="store_true", help="also retry jobs given up earlier")
     r.add_argument("--hours", type=float, default=0.0,

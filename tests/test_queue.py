@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
         assert j["kind"] == "train" or j["of"] in seen
         seen.add(j["id"])
     # the order, as runs of (kind, regime): what issue 14's done-when needs first (10 per class, its
-    # robustness, the data-size regime with each run's robustness right after it; MPNet's worker: MPNet)
+    # robustness, the data-size regime with each run's robustness right after it, MPNet's robustness)
     blocks = [(j["kind"], regime[j["of"]] if j["kind"] == "robustness" else j["regime"]) for j in jobs]
     blocks = [b for i, b in enumerate(blocks) if i == 0 or b != blocks[i - 1]]
 
@@ -95,10 +94,9 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
 
     assert blocks == [("train", "minilm_fewshot_10"), ("train", "minilm_fewshot_10_paper_readout"),
                       ("robustness", "minilm_fewshot_10"), *interleaved("minilm_datasize_372steps") * 9,
-                      ("robustness", "minilm_fewshot_10"), *interleaved("minilm_fewshot_10_120ep") * 3,
-                      ("robustness", "minilm_fewshot_10_paper_readout"),
-                      *interleaved("minilm_fewshot_5", "minilm_fewshot_20") * 3,
-                      *interleaved("mpnet_fewshot_10") * 5, *interleaved("mpnet_fewshot_10_120ep") * 3]
+                      ("robustness", "minilm_fewshot_10"), *interleaved("mpnet_fewshot_10") * 5,
+                      *interleaved("minilm_fewshot_10_120ep") * 3, ("robustness", "minilm_fewshot_10_paper_readout"),
+                      *interleaved("minilm_fewshot_5", "minilm_fewshot_20") * 3, *interleaved("mpnet_fewshot_10_120ep") * 3]
     # from the data-size regime on, every run's robustness job comes right after it
     later = jobs[[j["id"] for j in jobs].index("minilm-f010-s0-appt"):]
     trains = [j for j in later if j["kind"] == "train"]
@@ -106,17 +104,59 @@ def test_committed_plan_is_the_generated_one_and_puts_the_decisive_runs_first() 
     assert all(j["corrupt"] == ["all"] for j in jobs if j["kind"] == "robustness")  # one process per job
 
 
-def test_the_two_workers_shares_split_the_plan_with_no_job_run_twice_or_left_out() -> None:
-    ids = [j["id"] for j in run_queue.load_plan(run_queue.PLAN)["jobs"]]
-    share = {w: {i for i in ids if re.search(pattern, i)} for w, pattern in run_queue.WORKERS.items()}
-    assert sorted(share) == ["a", "b"] and not share["a"] & share["b"] and share["a"] | share["b"] == set(ids)
-    datasize = {i for i in ids if re.match(r"(robust-)?minilm-f\d+-", i)}
-    assert {i for i in datasize if "-s1-" in i} <= share["b"] and len(datasize) == 54
-    assert {i for i in datasize if "-s1-" not in i} <= share["a"]
-    assert all(("mpnet" in i) == (i in share["b"]) for i in ids if i not in datasize)
-    robust = [j for j in run_queue.load_plan(run_queue.PLAN)["jobs"] if j["kind"] == "robustness"]
-    assert all(re.search(run_queue.WORKERS[w], j["id"]) for j in robust for w in "ab"
-               if re.search(run_queue.WORKERS[w], j["of"]))  # a robustness job goes with its run's worker
+TINY = ["data.subset=20", "data.test_subset=10", "data.num_points=64", "data.batch_size=8",
+        "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=1"]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
+def test_two_workers_share_the_plan_by_claims_and_one_waits_for_the_others_run(tmp_path: Path, monkeypatch,
+                                                                                capsys) -> None:
+    """A second worker (its own state folder, linked to the first's runs and results) holds job ``a``
+    and trains it, a tiny real run, in a thread. The first worker meanwhile skips ``a`` (held), runs
+    ``b``, then waits for ``a`` to finish before it runs ``a``'s robustness job; ``a`` runs once."""
+    import threading
+
+    config = "configs/modelnet10_minilm.yaml"
+    jobs = [{"id": j, "regime": "tiny", "config": config, "variant": "encoder_only", "seed": 0, "overrides": TINY}
+            for j in ("a", "b")] + [{"id": "robust-a", "kind": "robustness", "of": "a"}]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "t", "jobs": jobs}))
+    first = run_queue.State(tmp_path / "state")
+    (first.root / "worker_b").mkdir()
+    for sub in ("runs", "logs", "sessions", "results"):
+        (first.root / "worker_b" / sub).symlink_to(f"../{sub}")
+    second = run_queue.State(first.root / "worker_b")
+    held, release = threading.Event(), threading.Event()
+    real_train = run_queue.run_train
+
+    def other_worker() -> None:
+        with second.lock(), second.claim("a") as mine:  # as `run` in worker_b would hold them
+            assert mine
+            held.set()
+            release.wait(120)  # until the first worker has started b: it must not take a meanwhile
+            assert real_train(second, run_queue.load_plan(plan)["jobs"][0])
+
+    monkeypatch.setattr(run_queue, "POLL_S", 0.2)
+
+    def train_and_let_the_other_go(state, job):  # the first worker's own training of b, then a goes on
+        ok = real_train(state, job)
+        release.set()
+        return ok
+
+    monkeypatch.setattr(run_queue, "run_train", train_and_let_the_other_go)
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    assert held.wait(30)
+    assert first.claimed("a") and not first.claimed("b")
+    assert run_queue.main(["--plan", str(plan), "--state", str(first.root), "run", "--no-backoff"]) == 0
+    thread.join(300)
+    out = capsys.readouterr().out
+    assert "robust-a: waiting for a, which another worker is training" in out and "] a: starting" not in out
+    assert [s.get("retrain") for s in first.sessions("robust-a")] == [None]  # a's run folder, not a retrain
+    assert len(first.sessions("a")) == 1 and len(first.sessions("b")) == 1
+    assert first.result("robust-a")["summary"]["clean"] == first.result("a")["final"]["overall_acc"]
+    assert not first.claimed("a")  # released with the thread's claim
+
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
 def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
@@ -124,8 +164,7 @@ def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> Non
     the next `run` resumes it from its checkpoint and skips the finished one (and the robustness
     evaluation of that one: every corruption kind and level, in one process); a second worker on the
     same state is refused."""
-    tiny = ["data.subset=20", "data.test_subset=10", "data.num_points=64", "data.batch_size=8",
-            "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=1"]
+    tiny = TINY
     config = "configs/modelnet10_minilm.yaml"
     jobs = [{"id": "a", "regime": "tiny", "config": config, "variant": "appt", "seed": 0,
              "overrides": [*tiny, "train.stop_after_steps=3"]},
@@ -252,8 +291,7 @@ def test_a_new_machine_restores_finished_jobs_and_trains_a_lost_run_again(tmp_pa
     collect file (skipped by ``run`` from then on); its robustness job finds no run folder, trains the
     run again (the same model to the last bit on this CPU) and then evaluates it. A job the plan now
     defines differently is not restored."""
-    tiny = ["data.subset=20", "data.test_subset=10", "data.num_points=64", "data.batch_size=8",
-            "model.centers=[32,16,8]", "train.epochs=2", "train.eval_every=1"]
+    tiny = TINY
     jobs = [{"id": "b", "regime": "tiny", "config": "configs/modelnet10_minilm.yaml", "variant": "appt", "seed": 0,
              "overrides": tiny}, {"id": "robust-b", "kind": "robustness", "of": "b"}]
     plan = tmp_path / "plan.yaml"
