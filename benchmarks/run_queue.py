@@ -745,6 +745,35 @@ def live_workers(state: State) -> list[dict[str, Any]]:
     return workers
 
 
+def time_left(state: State, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Core-seconds the unfinished jobs will take, guessed from finished jobs of the same kind, regime
+    and variant (median), plus the training a robustness job redoes when its run folder is gone.
+    Partial jobs count in full, so it errs long; jobs nothing alike has finished are listed apart."""
+    def key(job: dict[str, Any]) -> tuple[str, str, str]:
+        train = job.get("train_job", job)
+        return job["kind"], train["regime"], train["variant"]
+
+    measured: dict[tuple[str, str, str], list[float]] = {}
+    for job in jobs:
+        res = state.result(job["id"])
+        if res:  # a robustness job's own seconds, without the training it redid
+            own = res["seconds"] - (res.get("retrained") or {}).get("seconds", 0.0)
+            measured.setdefault(key(job), []).append(own)
+    seconds, unmeasured = 0.0, []
+    for job in jobs:
+        if state.result_path(job["id"]).is_file():
+            continue
+        parts = [key(job)]
+        if job["kind"] == "robustness" and state.result_path(job["of"]).is_file() \
+                and not (state.run_dir(job["of"]) / "summary.json").is_file():
+            parts.append(key(job["train_job"]))
+        if all(k in measured for k in parts):
+            seconds += sum(statistics.median(measured[k]) for k in parts)
+        else:
+            unmeasured.append(job["id"])
+    return {"seconds": seconds, "unmeasured": unmeasured}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     state, plan = State(args.state), load_plan(args.plan)
     workers = live_workers(state)
@@ -773,6 +802,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     hidden = counts.get("pending", 0) + counts.get("waiting", 0)
     if not args.all and hidden:
         print(f"  ... and {hidden} pending or waiting for their training run (--all lists them)")
+    left = time_left(state, plan["jobs"])
+    if left["seconds"] or left["unmeasured"]:
+        print(f"left: about {left['seconds'] / 3600:.1f} core-hours (medians of finished jobs alike)" +
+              (f"; not estimated, nothing alike finished: {len(left['unmeasured'])} jobs "
+               f"({', '.join(left['unmeasured'][:3])}{', ...' if len(left['unmeasured']) > 3 else ''})"
+               if left["unmeasured"] else ""))
     return 0
 
 

@@ -285,6 +285,23 @@ def test_status_shows_the_job_a_second_worker_folder_is_running(tmp_path: Path, 
     assert "worker: none running" in capsys.readouterr().out
 
 
+def test_time_left_adds_medians_of_finished_jobs_alike_and_the_training_a_lost_run_needs(tmp_path: Path) -> None:
+    """a1 and a3 trained (100 s and 300 s: median 200 s), robust-a1 took 250 s of which 100 s
+    retraining; a2 and its robustness pass are left (200 + 150 s), and robust-a3, whose run folder is
+    gone, trains a3 again first (+ 200 s). Nothing like c (another variant) has finished."""
+    jobs = [{"id": j, "regime": "r", "config": "c.yaml", "variant": "appt", "seed": i} for i, j in enumerate(("a1", "a2", "a3"))]
+    jobs = [x for j in jobs for x in (j, {"id": f"robust-{j['id']}", "kind": "robustness", "of": j["id"]})]
+    jobs.append({"id": "c", "regime": "r", "config": "c.yaml", "variant": "encoder_only", "seed": 0})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "t", "jobs": jobs}))
+    st = run_queue.State(tmp_path / "state")
+    for job_id, payload in {"a1": {"seconds": 100.0}, "a3": {"seconds": 300.0},
+                            "robust-a1": {"seconds": 250.0, "retrained": {"seconds": 100.0}}}.items():
+        run_queue.write_json(st.result_path(job_id), payload)
+    left = run_queue.time_left(st, run_queue.load_plan(plan)["jobs"])
+    assert left == {"seconds": 200.0 + 150.0 + (150.0 + 200.0), "unmeasured": ["c"]}
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs the real ModelNet10 in ../shared/data")
 def test_a_new_machine_restores_finished_jobs_and_trains_a_lost_run_again(tmp_path: Path, capsys) -> None:
     """A state folder lost with its machine: ``restore`` brings the finished train job back from a
