@@ -191,6 +191,10 @@ def test_queue_runs_stops_resumes_and_skips_finished_runs(tmp_path: Path) -> Non
     a = st.result("a")
     assert a["resumed"] == 1 and a["steps"] == 4 and a["variant"] == "appt" and a["seed"] == 0
     assert [s["resumed"] for s in a["sessions"]] == [False, True]
+    import torch  # each session records the kernels' instruction set: AVX2 wherever the CPU has it (see AVX2_KERNELS)
+
+    here = torch.backends.cpu.get_cpu_capability()
+    assert {s["machine"]["torch_cpu_capability"] for s in a["sessions"]} == {"AVX2" if here in ("AVX2", "AVX512") else here}
     assert any(e.get("event") == "resume" for e in run_queue.read_events(st.run_dir("a")))
     assert [e["epoch"] for e in a["evals"]] == [1, 2] and a["final"]["epoch"] == 2
     assert a["resolved_config"]["train"]["seed"] == 0 and a["resolved_config"]["model"]["variant"] == "appt"
