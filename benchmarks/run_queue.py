@@ -466,8 +466,8 @@ def child_env() -> dict[str, str]:
 # torch's own kernels, MKL and oneDNN held to AVX2 on every machine: floats round differently under
 # AVX-512, so the same run gave other bits on an AVX-512 machine (2026-12-07: MiniLM 30 % seed 0
 # `appt` trained again, 75.66 % test OA after epoch 3 where the queue had recorded 72.25 %; with
-# these three set, 72.25 % to the last digit, class accuracy too). Every queue run before that day
-# ran on AVX2 machines, so this keeps the plan's runs comparable bit for bit wherever they train.
+# these three set, 72.25 % to the last digit, class accuracy too: that run was made on an AVX2 machine).
+# Held to AVX2, the plan's runs train to the same bits wherever they train.
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
