@@ -96,6 +96,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# torch's own kernels, MKL and oneDNN held to AVX2. They pick AVX-512 where the CPU has it, and its
+# sums round differently, so a seeded run on an AVX-512 machine drifts from the same run on an AVX2
+# one; with these three set it gives the AVX2 machine's bits (measured 2026-12-07, docs/cli.md).
+AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def kernel_isa(env: Mapping[str, str] | None = None) -> str | None:
+    """The instruction set torch's CPU kernels use in a process started with ``env`` ("AVX2",
+    "AVX512", ...): asked of a child, since torch chooses at import."""
+    ask = [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"]
+    try:
+        out = subprocess.run(ask, env=dict(env) if env is not None else None, capture_output=True, text=True,
+                             timeout=300, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
 def machine_info(device: str) -> dict[str, Any]:
     """Date, machine, software versions and load: what a reader needs to weigh the numbers."""
     import torch
@@ -106,6 +124,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 / AVX512 round differently
         "python": platform.python_version(),
         "device": device,
         "load_average_at_start": list(os.getloadavg()),

@@ -62,6 +62,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import AVX2_KERNELS, cpu_model, kernel_isa
+
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "benchmarks" / "plans" / "regimes.yaml"
 STATE = ROOT / "benchmarks" / "queue_state"
@@ -424,19 +427,8 @@ def machine() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def cpu_arithmetic() -> dict[str, Any]:
-    """The CPU, and the vector instruction set torch's kernels use in the children (asked of a child
-    with their environment): sums round differently under AVX2 and AVX-512, so a run trained again
-    on another machine need not give the same bits (a new machine, 2026-12-07)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-             if line.startswith("model name")]
-    try:
-        ask = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                             env=child_env(), capture_output=True, text=True, timeout=300, check=False)
-        capability = ask.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        capability = None
-    return {"cpu_model": names[0] if names else platform.processor(), "torch_cpu_capability": capability}
+    """The CPU, and the instruction set torch's kernels use in the children (their environment)."""
+    return {"cpu_model": cpu_model(), "torch_cpu_capability": kernel_isa(child_env())}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,16 +451,12 @@ def child_env() -> dict[str, str]:
     env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     env.setdefault("APPT_DATA", str(ROOT.parent / "shared" / "data"))
     env["PYTHONUNBUFFERED"] = "1"
+    # AVX2 kernels on every machine: a run trained again on an AVX-512 machine had drifted (2026-12-07:
+    # MiniLM 30 % seed 0 `appt`, 75.66 % test OA after epoch 3 against the recorded 72.25 %; with
+    # AVX2_KERNELS, 72.25 % to the last digit). Held to AVX2, the plan's runs give the same bits anywhere.
     env.update(AVX2_KERNELS)
     return env
 
-
-# torch's own kernels, MKL and oneDNN held to AVX2 on every machine: floats round differently under
-# AVX-512, so the same run gave other bits on an AVX-512 machine (2026-12-07: MiniLM 30 % seed 0
-# `appt` trained again, 75.66 % test OA after epoch 3 where the queue had recorded 72.25 %; with
-# these three set, 72.25 % to the last digit, class accuracy too: that run was made on an AVX2 machine).
-# Held to AVX2, the plan's runs train to the same bits wherever they train.
-AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def _die_with_parent() -> None:
