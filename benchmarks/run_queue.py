@@ -333,8 +333,7 @@ class State:
         another worker on the same ``runs`` folder holds it."""
         path = self.claim_path(job_id)
         path.parent.mkdir(exist_ok=True)
-        f = open(path, "a")  # noqa: SIM115 - held (locked) until the job ends
-        try:
+        with open(path, "a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -344,8 +343,6 @@ class State:
                 yield True
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-        finally:
-            f.close()
 
     def claimed(self, job_id: str) -> bool:
         """Does another worker hold ``job_id`` now?"""
@@ -451,9 +448,8 @@ def child_env() -> dict[str, str]:
     env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     env.setdefault("APPT_DATA", str(ROOT.parent / "shared" / "data"))
     env["PYTHONUNBUFFERED"] = "1"
-    # AVX2 kernels on every machine: a run trained again on an AVX-512 machine had drifted (2026-12-07:
-    # MiniLM 30 % seed 0 `appt`, 75.66 % test OA after epoch 3 against the recorded 72.25 %; with
-    # AVX2_KERNELS, 72.25 % to the last digit). Held to AVX2, the plan's runs give the same bits anywhere.
+    # AVX2 kernels on every machine: a run trained again on an AVX-512 machine had drifted (2026-12-07,
+    # MiniLM 30 % seed 0 `appt`); with AVX2_KERNELS it gave the recorded run's bits (docs/benchmarks.md 8).
     env.update(AVX2_KERNELS)
     return env
 
@@ -760,26 +756,27 @@ def live_workers(state: State) -> list[dict[str, Any]]:
     return workers
 
 
-def time_left(state: State, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+def time_left(state: State, jobs: list[dict[str, Any]], results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     """Core-seconds the unfinished jobs will take, guessed from finished jobs of the same kind, regime
     and variant (median), plus the training a robustness job redoes when its run folder is gone.
-    Partial jobs count in full, so it errs long; jobs nothing alike has finished are listed apart."""
+    Partial jobs count in full, so it errs long; jobs nothing alike has finished are listed apart.
+    ``results``: each job's finished result or None, by id (as ``status`` read them)."""
     def key(job: dict[str, Any]) -> tuple[str, str, str]:
         train = job.get("train_job", job)
         return job["kind"], train["regime"], train["variant"]
 
     measured: dict[tuple[str, str, str], list[float]] = {}
     for job in jobs:
-        res = state.result(job["id"])
+        res = results[job["id"]]
         if res:  # a robustness job's own seconds, without the training it redid
             own = res["seconds"] - (res.get("retrained") or {}).get("seconds", 0.0)
             measured.setdefault(key(job), []).append(own)
     seconds, unmeasured = 0.0, []
     for job in jobs:
-        if state.result_path(job["id"]).is_file():
+        if results[job["id"]]:
             continue
         parts = [key(job)]
-        if job["kind"] == "robustness" and state.result_path(job["of"]).is_file() \
+        if job["kind"] == "robustness" and results[job["of"]] \
                 and not (state.run_dir(job["of"]) / "summary.json").is_file():
             parts.append(key(job["train_job"]))
         if all(k in measured for k in parts):
@@ -795,10 +792,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = {w["current"]: w for w in workers if w.get("current")}
     counts: dict[str, int] = {}
     rows = []
+    results = {job["id"]: state.result(job["id"]) for job in plan["jobs"]}
     for job in plan["jobs"]:
         st = job_state(state, job, running.get(job["id"]), args.attempts)
         counts[st] = counts.get(st, 0) + 1
-        res = state.result(job["id"])
+        res = results[job["id"]]
         if res and job["kind"] == "train":
             note = f"test OA {100 * res['final']['overall_acc']:.2f} %, {res['seconds']:.0f} s" + \
                    (", dirty" if res.get("dirty") else "")
@@ -817,7 +815,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     hidden = counts.get("pending", 0) + counts.get("waiting", 0)
     if not args.all and hidden:
         print(f"  ... and {hidden} pending or waiting for their training run (--all lists them)")
-    left = time_left(state, plan["jobs"])
+    left = time_left(state, plan["jobs"], results)
     if left["seconds"] or left["unmeasured"]:
         print(f"left: about {left['seconds'] / 3600:.1f} core-hours (medians of finished jobs alike)" +
               (f"; not estimated, nothing alike finished: {len(left['unmeasured'])} jobs "

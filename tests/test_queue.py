@@ -302,7 +302,8 @@ def test_time_left_adds_medians_of_finished_jobs_alike_and_the_training_a_lost_r
     for job_id, payload in {"a1": {"seconds": 100.0}, "a3": {"seconds": 300.0},
                             "robust-a1": {"seconds": 250.0, "retrained": {"seconds": 100.0}}}.items():
         run_queue.write_json(st.result_path(job_id), payload)
-    left = run_queue.time_left(st, run_queue.load_plan(plan)["jobs"])
+    planned = run_queue.load_plan(plan)["jobs"]
+    left = run_queue.time_left(st, planned, {j["id"]: st.result(j["id"]) for j in planned})
     assert left == {"seconds": 200.0 + 150.0 + (150.0 + 200.0), "unmeasured": ["c"]}
 
 
