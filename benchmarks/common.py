@@ -96,10 +96,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-# torch's own kernels, MKL and oneDNN held to AVX2. They pick AVX-512 where the CPU has it, and its
-# sums round differently, so a seeded run on an AVX-512 machine drifts from the same run on an AVX2
-# one; with these three set it gives the AVX2 machine's bits (measured 2026-12-07, docs/cli.md).
-AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def kernel_isa(env: Mapping[str, str] | None = None) -> str | None:

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import yaml
 
+from appt.training.kernels import AVX2_KERNELS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import AVX2_KERNELS, RESULTS, ROOT, kernel_isa, machine_info, write_results
+from common import RESULTS, ROOT, kernel_isa, machine_info, write_results
 
 CONFIG = "configs/demo_modelnet10_minilm.yaml"
 

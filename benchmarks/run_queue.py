@@ -62,8 +62,10 @@ from typing import Any
 
 import yaml
 
+from appt.training.kernels import AVX2_KERNELS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import AVX2_KERNELS, cpu_model, kernel_isa
+from common import cpu_model, kernel_isa
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "benchmarks" / "plans" / "regimes.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +45,10 @@ def tiny_config(folder: Path) -> Path:
     return path
 
 
-def appt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the ``appt`` command line as a user would (a separate Python process)."""
+def appt(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the ``appt`` command line as a user would (a separate Python process; ``env``: added to ours)."""
     return subprocess.run([sys.executable, "-m", "appt.cli.main", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+                          cwd=cwd, timeout=600, env={**os.environ, **env} if env else None)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -147,9 +148,10 @@ def test_run_stopped_mid_epoch_resumes_bit_identical(trained: tuple[Path, str], 
     assert "stopped after step 5" in proc.stdout
     state = torch.load(stopped / "checkpoints" / "resume.pt", weights_only=True)
     assert (state["progress"]["epoch"], state["progress"]["batch"], state["progress"]["step"]) == (1, 1, 4)
-    ok(appt("train", "--resume", str(stopped), "--no-progress"))
+    proc = ok(appt("train", "--resume", str(stopped), "--no-progress"))
     marks = [(e["event"], e["step"]) for e in read_metrics(stopped / "metrics.jsonl") if e["event"] in ("stopped", "resume")]
     assert marks == [("stopped", 5), ("resume", 4)]
+    assert "kernels changed" not in proc.stdout and len(json.loads((stopped / "summary.json").read_text())["kernels"]) == 1
     for name in ("last", "best"):
         a = load_file(str(run / "checkpoints" / name / "appt_weights.safetensors"))
         b = load_file(str(stopped / "checkpoints" / name / "appt_weights.safetensors"))
@@ -158,6 +160,26 @@ def test_run_stopped_mid_epoch_resumes_bit_identical(trained: tuple[Path, str], 
             assert torch.equal(a[k], b[k]), f"{name}: {k} differs after resume"
     first, again = json.loads((run / "summary.json").read_text()), json.loads((stopped / "summary.json").read_text())
     assert first["last_epoch"] == again["last_epoch"] and first["best_epoch"] == again["best_epoch"]
+
+
+def test_resume_on_other_kernels_says_so_and_records_both(work: Path) -> None:
+    """A run stopped on this CPU's kernels and resumed on torch's plain ones (``ATEN_CPU_CAPABILITY=default``,
+    as on an older CPU) goes on, tells the user its bits changed, and its summary lists both sessions'."""
+    run = work / "other_kernels"
+    ok(appt("train", "--config", str(work / "tiny.yaml"), "--set", f"run_dir={run}",
+            "--set", "train.stop_after_steps=3", "--no-progress"))
+    first = torch.load(run / "checkpoints" / "resume.pt", weights_only=True)["kernels"]
+    assert first == [{"device": "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                      "MKL_ENABLE_INSTRUCTIONS": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
+                      "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA")}]
+    proc = ok(appt("train", "--resume", str(run), "--no-progress", env={"ATEN_CPU_CAPABILITY": "default"}))
+    summary = json.loads((run / "summary.json").read_text())
+    plain = first[0]["cpu_capability"] == "DEFAULT"  # a CPU without vector kernels: nothing changes
+    assert ("kernels changed" in proc.stdout) == (not plain)
+    expected = ["DEFAULT"] if plain else [first[0]["cpu_capability"], "DEFAULT"]
+    assert [k["cpu_capability"] for k in summary["kernels"]] == expected
+    resumed = [e for e in read_metrics(run / "metrics.jsonl") if e["event"] == "resume"]
+    assert resumed[0]["kernels"]["cpu_capability"] == "DEFAULT"
 
 
 def test_part_segmentation_train_eval_predict(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from appt.training.checkpoint import (
 )
 from appt.training.config import RunConfig, save_config
 from appt.training.evaluate import collect_outputs
+from appt.training.kernels import describe_change, kernel_signature
 from appt.training.loaders import make_loader, resolve_workers
 from appt.training.precision import apply_memory_settings
 from appt.evaluation.metrics import MetricsLog
@@ -119,6 +120,9 @@ class Trainer:
         # Not prepared: Accelerate would step it once per process; ours counts optimizer steps.
         self.scheduler = build_scheduler(optimizer, cfg, len(self.train_loader))
         self.state = Progress()
+        # The kernels of each session of this run, in order (one entry: the same throughout).
+        self.kernels: list[dict[str, Any]] = [kernel_signature(acc.device)]
+        self.kernel_change: str | None = None
         if resume:
             self._load_resume()
         if acc.is_main_process:  # on resume: the config this session runs with (--set applied)
@@ -155,6 +159,7 @@ class Trainer:
                              "best": s.best, "last_eval": s.last_eval},
                 "num_processes": acc.num_processes,
                 "seed": self.cfg.train.seed,
+                "kernels": self.kernels,
             }
             save_training_state(self.ckpt_dir / RESUME_FILE, state)
         acc.wait_for_everyone()
@@ -177,6 +182,10 @@ class Trainer:
             acc.scaler.load_state_dict(state["scaler"])
         sums = p["sums"] if acc.is_main_process else [0.0, 0.0, 0.0]
         self.state = Progress(p["epoch"], p["batch"], p["step"], list(sums), p["best"], p["last_eval"])
+        seen = state.get("kernels") or []  # absent in checkpoints older than this record
+        if seen:
+            self.kernel_change = describe_change(seen[-1], self.kernels[0])
+            self.kernels = seen + self.kernels if self.kernel_change else seen
 
     # ------------------------------------------------------------------------------------------
     # loop
@@ -191,7 +200,9 @@ class Trainer:
             if s.step:
                 print(f"resuming at epoch {s.epoch + 1}, batch {s.batch}, step {s.step}")
         if s.step:
-            self.log.log("resume", s.step, epoch=s.epoch + 1, batch=s.batch)
+            self.log.log("resume", s.step, epoch=s.epoch + 1, batch=s.batch, kernels=self.kernels[-1])
+        if self.kernel_change and acc.is_main_process:
+            print(self.kernel_change)
         start = time.time()
         try:
             while s.epoch < cfg.train.epochs:
@@ -300,7 +311,7 @@ class Trainer:
         summary: dict[str, Any] = {
             "run_dir": str(self.run_dir), "trainable_params": self.trainable, "total_params": self.total,
             "epochs": self.cfg.train.epochs, "steps": s.step, "train_seconds_this_session": round(seconds, 1),
-            "last_epoch": s.last_eval, "best_epoch": s.best,
+            "last_epoch": s.last_eval, "best_epoch": s.best, "kernels": self.kernels,
         }
         if not self.data.eval_is_test:
             test_loader = acc.prepare(make_loader(self.data.test, self.bs, self.cfg.train.seed, False))
