@@ -19,6 +19,7 @@ def test_info_reports_environment_and_the_configs_parameter_counts(tmp_path: Pat
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in " ".join(out.split())
     assert ("cuda" if torch.cuda.is_available() else "device: cpu") in out
+    assert f"cpu kernels: {torch.backends.cpu.get_cpu_capability()} (" in out  # AVX2 / AVX512 round differently
     assert all(name in out for name in available_backbones())
     cfg = load_config(config)
     trainable, total = build_model(cfg, build_data(cfg, with_train=False)).count_parameters()

