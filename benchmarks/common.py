@@ -96,8 +96,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-
-
 def kernel_isa(env: Mapping[str, str] | None = None) -> str | None:
     """The instruction set torch's CPU kernels use in a process started with ``env`` ("AVX2",
     "AVX512", ...): asked of a child, since torch chooses at import."""

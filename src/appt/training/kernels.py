@@ -46,10 +46,12 @@ def describe_change(before: dict[str, Any], now: dict[str, Any]) -> str | None:
                if before.get(key) != now.get(key)]
     if not changed:
         return None
-    hold = " ".join(f"{k}={v}" for k, v in AVX2_KERNELS.items())
+    hint = ""
+    if before.get("device") == now.get("device") == "cpu":  # a GPU's kernels cannot be held so
+        hint = (" To train the same bits on any AVX2-capable CPU, start and resume with "
+                + " ".join(f"{k}={v}" for k, v in AVX2_KERNELS.items()) + ".")
     return (f"note: this run's kernels changed since its last checkpoint ({', '.join(changed)}); it goes on, "
-            f"but its weights will not equal an uninterrupted run's bit for bit. To train the same bits on "
-            f"any AVX2-capable CPU, start and resume with {hold}.")
+            f"but its weights will not equal an uninterrupted run's bit for bit.{hint}")
 
 
 __all__ = ["AVX2_KERNELS", "describe_change", "describe_kernels", "kernel_signature"]
