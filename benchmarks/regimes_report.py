@@ -157,6 +157,23 @@ def retrained_note(payload: dict[str, Any]) -> str:
                                              + "; ".join(differ) if differ else "") + ".\n")
 
 
+def arithmetic_note(payload: dict[str, Any]) -> str:
+    """Which CPU kernels the jobs ran on (AVX2 and AVX-512 round differently; sessions record it since
+    2026-12-07): jobs by the set of instruction sets their sessions recorded, unrecorded ones last."""
+    kinds: dict[str, int] = {}
+    for record in payload.get("runs", []) + payload.get("robustness", []):
+        isas = sorted({str(s.get("machine", {}).get("torch_cpu_capability")) for s in record.get("sessions", [])})
+        key = " + ".join(isas) if isas and "None" not in isas else "not recorded"
+        kinds[key] = kinds.get(key, 0) + 1
+    if not kinds:
+        return ""
+    parts = [f"{n} job(s) {k if k == 'not recorded' else 'on ' + k + ' kernels'}"
+             for k, n in sorted(kinds.items(), key=lambda kv: kv[0] == "not recorded")]
+    return ("CPU kernels (torch's instruction set in the job's sessions): " + ", ".join(parts)
+            + (" (sessions before 2026-12-07 did not record it; a retrained run that reproduces its recorded "
+               "OA shows its kernels matched)" if "not recorded" in kinds else "") + ".\n")
+
+
 def report(payload: dict[str, Any], source: str) -> str:
     """The whole page for ``payload`` (a ``collect`` file) read from ``source`` (a repo path)."""
     done, pending = payload["jobs_done"], len(payload["jobs_pending"])
@@ -169,7 +186,8 @@ def report(payload: dict[str, Any], source: str) -> str:
             f"`s per run` is wall time on the shared 2-core machine, including any time the queue was paused.\n")
     sections = [cell_section(regime, cell, entry)
                 for regime, cells in payload["summary"].items() for cell, entry in cells.items()]
-    return "\n".join([head, *filter(None, [retrained_note(payload)]), answer(payload), *sections])
+    notes = filter(None, [retrained_note(payload), arithmetic_note(payload)])
+    return "\n".join([head, *notes, answer(payload), *sections])
 
 
 def plot(payload: dict[str, Any], out: Path) -> None:

@@ -165,3 +165,17 @@ def test_page_says_which_robustness_passes_evaluated_a_retrained_run_and_whether
     assert note.startswith("2 robustness pass(es)") and "1 of them reproduced" in note
     assert "`encoder_only-0` 80.00 % recorded, 81.00 % again" in note and "appt-0" not in note
     assert "trained again" not in regimes_report.report(_payload(results), "benchmarks/results/regimes_test.json")
+
+
+def test_page_says_which_cpu_kernels_the_jobs_ran_on() -> None:
+    def job(*isas: str | None) -> dict:
+        return {"sessions": [{"machine": {"torch_cpu_capability": isa} if isa else {}} for isa in isas]}
+
+    payload = {**_payload([]), "runs": [job("AVX2"), job("AVX2", "AVX2"), job(None), job("AVX2", "AVX512")],
+               "robustness": [job("AVX2")]}
+    note = regimes_report.arithmetic_note(payload)
+    assert note.startswith("CPU kernels") and "3 job(s) on AVX2 kernels" in note
+    assert "1 job(s) on AVX2 + AVX512 kernels" in note and "1 job(s) not recorded" in note
+    assert note.index("AVX2 kernels") < note.index("not recorded")
+    assert regimes_report.arithmetic_note({**payload, "runs": []}).count("job(s)") == 1
+    assert note in regimes_report.report(payload, "benchmarks/results/regimes_test.json")
