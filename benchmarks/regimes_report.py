@@ -162,8 +162,8 @@ def arithmetic_note(payload: dict[str, Any]) -> str:
     2026-12-07): jobs by the set of instruction sets their sessions recorded, unrecorded ones last."""
     kinds: dict[str, int] = {}
     for record in payload.get("runs", []) + payload.get("robustness", []):
-        isas = sorted({str(s.get("machine", {}).get("torch_cpu_capability")) for s in record.get("sessions", [])})
-        key = " + ".join(isas) if isas and "None" not in isas else "not recorded"
+        isas = {s.get("machine", {}).get("torch_cpu_capability") for s in record.get("sessions", [])}
+        key = " + ".join(sorted(isas)) if isas and None not in isas else "not recorded"
         kinds[key] = kinds.get(key, 0) + 1
     if not kinds:
         return ""
