@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from appt.cli.main import main
 from appt.evaluation.metrics import read_confusion_csv, read_metrics
+from appt.training.kernels import kernel_signature
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES = sorted(p.name for p in MODELNET10.iterdir() if p.is_dir())
@@ -105,6 +106,7 @@ def test_eval_writes_figures_and_confusion_matrix(trained: tuple[Path, str], wor
     assert (out / "confusion_matrix.png").read_bytes()[:8] == PNG
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall_acc"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert metrics["kernels"] == kernel_signature(torch.device("cpu"))  # the child inherits our environment
     summary = json.loads((run / "summary.json").read_text())
     assert metrics["overall_acc"] == pytest.approx(summary["best_epoch"]["overall_acc"])
     assert f"overall accuracy {100 * metrics['overall_acc']:.2f} %" in proc.stdout

@@ -86,8 +86,9 @@ def test_eval_corrupt_writes_a_reproducible_report(tmp_path: Path) -> None:
         with open(out / "robustness.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == 1 + 5 + 1 + 1  # clean + jitter 1..5 + two single levels
-        clean = json.loads((out / "metrics.json").read_text())["overall_acc"]
-        assert reports[-1]["summary"]["clean"] == pytest.approx(clean)
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert reports[-1]["summary"]["clean"] == pytest.approx(metrics["overall_acc"])
+        assert reports[-1]["kernels"] == metrics["kernels"] and metrics["kernels"]["device"] == "cpu"
     assert reports[0]["table"] == reports[1]["table"]
     table = reports[0]["table"]
     assert sorted(table) == ["add_local", "dropout_global", "jitter"]

@@ -93,6 +93,7 @@ def evaluate_weights(cfg: Any, weights: Path, out_dir: Path, title: str, vote: i
     from appt.tasks import get_task
     from appt.training.builders import build_data, build_model
     from appt.training.engine import make_accelerator
+    from appt.training.kernels import kernel_signature
 
     accelerator = make_accelerator(cfg.train.precision)
     data = build_data(cfg, with_train=False)
@@ -104,7 +105,9 @@ def evaluate_weights(cfg: Any, weights: Path, out_dir: Path, title: str, vote: i
     outputs = collect_outputs(model, loader, task, accelerator, vote=vote, seed=cfg.train.seed,
                               progress=progress, desc="test")
     summary = task.summarize(outputs)
-    summary.update({"weights": str(weights), "vote": vote, "split": cfg.data.test_split})
+    # kernels: what rounded these figures (AVX2 and AVX-512 sums round differently, so scores can differ)
+    summary.update({"weights": str(weights), "vote": vote, "split": cfg.data.test_split,
+                    "kernels": kernel_signature(accelerator.device)})
     written = write_report(summary, task, out_dir, title, model, data.test) if accelerator.is_main_process else []
     return Evaluation(cfg, task, data, model, accelerator, summary, written)
 
@@ -147,7 +150,7 @@ def evaluate_corruptions(ev: Evaluation, specs: Sequence[tuple[str, int]], sourc
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "a") as f:
                 f.write(json.dumps({**key, "kind": kind, "level": level, "score": score}) + "\n")
-    result = {"weights": source, "seed": cfg.train.seed, "table": table,
+    result = {"weights": source, "seed": cfg.train.seed, "kernels": ev.summary["kernels"], "table": table,
               "summary": robustness_summary(float(ev.summary["main"]), table)}
     written = write_robustness_report(result, out_dir, ev.task.metric_name) if ev.is_main else []
     if ev.is_main:
